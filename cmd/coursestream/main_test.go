@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the coursestream binary built once for the process tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "coursestream-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "coursestream")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building coursestream:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func noEnv(string) string { return "" }
+
+func runCLI(args []string, env map[string]string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	getenv := func(k string) string { return env[k] }
+	code = run(context.Background(), args, &out, &errb, getenv)
+	return code, out.String(), errb.String()
+}
+
+func TestBadConfigurationExits2WithOneLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--nope"}, nil, "flag provided but not defined"},
+		{[]string{"--history", "0"}, nil, "--history"},
+		{[]string{"--history", "ten"}, nil, "invalid value"},
+		{[]string{"--heartbeat", "-1s"}, nil, "--heartbeat"},
+		{[]string{"--max-event-bytes", "10"}, nil, "--max-event-bytes"},
+		{[]string{"--client-buffer", "lots"}, nil, "invalid value"},
+		{[]string{"--addr", "nonsense"}, nil, "--addr"},
+		{[]string{"--addr", "0.0.0.0:8080"}, nil, "--jwt-key"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--redis-url", "http://x"}, nil, "--redis-url"},
+		{[]string{"--jwt-key", "short"}, nil, "16 bytes"},
+		{[]string{"--jwt-key-file", "/does/not/exist"}, nil, "--jwt-key-file"},
+		{[]string{"--debug-addr", "0.0.0.0:6060"}, nil, "--debug-addr"},
+		{nil, map[string]string{"COURSESTREAM_HISTORY_TTL": "forever"}, "COURSESTREAM_HISTORY_TTL"},
+		{[]string{"serve", "extra"}, nil, "unexpected argument"},
+		{[]string{"frobnicate"}, nil, "unknown command"},
+		{[]string{"publish", "--type", "x"}, nil, "--course"},
+		{[]string{"publish", "--course", "c", "--type", "x", "--data", "{"}, nil, "invalid data"},
+		{[]string{"publish", "--course", "a/b", "--type", "x"}, nil, "invalid course id"},
+	} {
+		code, _, stderr := runCLI(tc.args, tc.env)
+		lines := strings.Count(strings.TrimRight(stderr, "\n"), "\n") + 1
+		if code != exitUsage || !strings.Contains(stderr, tc.want) || lines != 1 {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 and one line with %q", tc.args, tc.env, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
+	t.Parallel()
+	var cfg Config
+	fs := newServeFlags(&cfg)
+	env := map[string]string{"COURSESTREAM_HISTORY": "7", "COURSESTREAM_HEARTBEAT": "3s", "COURSESTREAM_CLIENT_BUFFER": "2MiB"}
+	if err := parseFlags(fs, []string{"--history", "9"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History != 9 || cfg.Heartbeat != 3*time.Second || cfg.ClientBuffer != 2<<20 {
+		t.Fatalf("got history %d heartbeat %s buffer %d; want 9 (flag wins), 3s and 2MiB (env)", cfg.History, cfg.Heartbeat, cfg.ClientBuffer)
+	}
+}
+
+func TestHelpListsFlagsWithEnv(t *testing.T) {
+	t.Parallel()
+	code, stdout, _ := runCLI([]string{"--help"}, nil)
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, want := range []string{"--addr", "COURSESTREAM_ADDR", "--redis-url", "COURSESTREAM_REDIS_URL", "--history-ttl", "--heartbeat",
+		"--jwt-key", "--jwt-key-file", "--cors-origins", "--max-event-bytes", "--max-connections", "--client-buffer", "COURSESTREAM_CLIENT_BUFFER"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--help does not list %s", want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, stdout, _ := runCLI([]string{"version"}, nil)
+	if code != 0 || !strings.HasPrefix(stdout, "coursestream ") {
+		t.Fatalf("version: %d %q", code, stdout)
+	}
+}
+
+// server is a coursestream process started by a test.
+type server struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+var listenRE = regexp.MustCompile(`msg="coursestream listening" addr=(\S+)`)
+
+// startServer runs the binary on a free loopback port and waits for its
+// "listening" line.
+func startServer(t *testing.T, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	pr, pw := io.Pipe()
+	s := &server{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = io.MultiWriter(pw, s.stderr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- cmd.Wait(); pw.Close() }()
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+		close(found)
+	}()
+	select {
+	case addr, ok := <-found:
+		if !ok {
+			t.Fatalf("server exited before listening:\n%s", s.stderr)
+		}
+		s.addr = addr
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("server did not start:\n%s", s.stderr)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-s.done
+	})
+	return s
+}
+
+func (s *server) url(path string) string { return "http://" + s.addr + path }
+
+func TestServePublishSubscribeAndShutdown(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--heartbeat", "50ms")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+	for _, path := range []string{"/healthz", "/readyz", "/"} {
+		resp, err := client.Get(s.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+	}
+
+	// The publish subcommand posts to the running server and prints the id.
+	out, err := exec.Command(binary, "publish", "--server", "http://"+s.addr, "--course", "course-123",
+		"--type", "chapter-update-complete", "--data", `{"chapterId":"ch-1"}`, "--operation-id", "op-9").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "1" {
+		t.Fatalf("publish printed %q (%v), want 1", out, err)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, s.url("/v1/courses/course-123/events"), nil)
+	req.Header.Set("Last-Event-ID", "0")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	var sawEvent bool
+	for !sawEvent {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended early: %v", err)
+		}
+		sawEvent = strings.HasPrefix(line, `data: {"id":"1","courseId":"course-123","type":"chapter-update-complete","data":{"chapterId":"ch-1"},"operationId":"op-9"`)
+	}
+
+	// SIGTERM with the stream open: the stream ends, the process exits 0
+	// well within 10 s.
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		t.Logf("stream ended with %v", err)
+	}
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, s.stderr)
+		}
+		s.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after SIGTERM:\n%s", s.stderr)
+	}
+	t.Logf("stopped %s after SIGTERM", time.Since(start))
+	if !strings.Contains(s.stderr.String(), "msg=stopped") {
+		t.Fatalf("no clean stop logged:\n%s", s.stderr)
+	}
+}

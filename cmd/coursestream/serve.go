@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"golang.org/x/sync/errgroup"
+
+	"coursestream/internal/httpjson"
+	"coursestream/observer"
+	"coursestream/poller"
+	"coursestream/stream"
+	"coursestream/web"
+)
+
+// broker is what serve needs of a broker: the interface plus a run loop.
+type broker interface {
+	observer.Broker
+	Run(ctx context.Context) error
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	var cfg Config
+	fs := newServeFlags(&cfg)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, "usage: coursestream [serve] [flags]", fs)
+			return err
+		}
+		return usageError{err}
+	}
+	if err := cfg.validate(); err != nil {
+		return usageError{err}
+	}
+	log := newLogger(stderr, cfg)
+
+	b, mode, err := newBroker(cfg, log)
+	if err != nil {
+		return err
+	}
+	hub := stream.New(b, stream.Config{
+		Heartbeat: cfg.Heartbeat, Retry: cfg.Retry, ClientBuffer: int(cfg.ClientBuffer),
+		MaxConnections: cfg.MaxConnections, Logger: log,
+	})
+	pub := stream.NewPublisher(b, stream.PublishConfig{MaxEventBytes: int(cfg.MaxEventBytes), Logger: log})
+	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Logger: log})
+
+	var ready atomic.Bool
+	handler := routes(log, b, hub, pub, poll, &ready)
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(hub.Drain) // Shutdown does not end streams by itself
+	srv.RegisterOnShutdown(poll.Drain)
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	g, gctx := errgroup.WithContext(bg)
+	g.Go(func() error { return b.Run(gctx) })
+	g.Go(func() error { return hub.Run(gctx) })
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	ready.Store(true)
+	log.Info("coursestream listening", slog.String("addr", ln.Addr().String()), slog.String("broker", mode),
+		slog.Bool("open", cfg.open()), slog.String("version", version()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", slog.Duration("grace", cfg.ShutdownGrace))
+	case err := <-served:
+		runErr = fmt.Errorf("http server: %w", err)
+	case <-gctx.Done():
+		runErr = fmt.Errorf("background task: %w", g.Wait())
+	}
+
+	// Not ready first (load balancers stop sending), then end streams and
+	// long-polls, then wait for the rest within the grace period.
+	ready.Store(false)
+	hub.Drain()
+	poll.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown grace ran out; closing connections", slog.Any("err", err))
+		_ = srv.Close()
+	}
+	stopBG()
+	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = err
+	}
+	hub.Close()
+	if runErr == nil {
+		log.Info("stopped")
+	}
+	return runErr
+}
+
+func newLogger(w io.Writer, cfg Config) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newBroker(cfg Config, log *slog.Logger) (broker, string, error) {
+	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
+		return nil, "", usagef("Redis support is not built yet")
+	}
+	return observer.NewMemory(observer.MemoryConfig{
+		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes), Logger: log,
+	}), "memory", nil
+}
+
+// routes is the HTTP surface of the contract.
+func routes(log *slog.Logger, b observer.Broker, hub *stream.Hub, pub *stream.Publisher, poll *poller.Poller, ready *atomic.Bool) http.Handler {
+	r := chi.NewRouter()
+	r.Use(requestLog(log), recoverJSON(log))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Error(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
+	})
+
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			httpjson.Error(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
+			return
+		}
+		if rd, ok := b.(observer.Readiness); ok {
+			if err := rd.Ready(r.Context()); err != nil {
+				httpjson.Error(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				return
+			}
+		}
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+
+	r.Get("/v1/courses/{courseId}/events", hub.ServeHTTP)
+	r.Post("/v1/courses/{courseId}/events", pub.ServeHTTP)
+	r.Get("/v1/courses/{courseId}/poll", poll.ServeHTTP)
+
+	files := web.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
+	}))
+	r.Get("/", files.ServeHTTP)
+	r.Get("/{file}", files.ServeHTTP)
+	return r
+}
+
+// requestLog logs each request at debug level (5xx at warn), after it ends.
+func requestLog(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor) // keeps Flush and Unwrap
+			next.ServeHTTP(ww, r)
+			level := slog.LevelDebug
+			if ww.Status() >= 500 {
+				level = slog.LevelWarn
+			}
+			if log.Enabled(r.Context(), level) {
+				log.LogAttrs(context.Background(), level, "request",
+					slog.String("method", r.Method), slog.String("path", r.URL.Path),
+					slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+					slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
+			}
+		})
+	}
+}
+
+// recoverJSON turns a handler panic into a logged 500 with a JSON body.
+func recoverJSON(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler {
+						panic(p)
+					}
+					log.Error("handler panicked", slog.String("path", r.URL.Path), slog.Any("panic", p))
+					httpjson.Error(w, http.StatusInternalServerError, "internal error")
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}

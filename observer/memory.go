@@ -1,0 +1,213 @@
+package observer
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Defaults of the history bounds, shared by both brokers.
+const (
+	DefaultHistory    = 1000
+	DefaultHistoryTTL = 24 * time.Hour
+)
+
+// MemoryConfig configures the embedded broker. Zero values mean the defaults.
+type MemoryConfig struct {
+	History       int           // events kept per course (default 1000)
+	HistoryTTL    time.Duration // history dropped after this long without an event (default 24h)
+	MaxEventBytes int           // largest envelope accepted (default 65536)
+	Logger        *slog.Logger
+	Now           func() time.Time // clock, for tests
+}
+
+// Memory is the embedded in-process broker: one process, no Redis. Ids are
+// per course, from 1, and never restart while the process runs (a course's
+// sequence outlives its history, as in Redis). It is safe for concurrent use.
+//
+// Run frees the history of idle courses; without it, idle history is still
+// dropped lazily when the course is next read or written.
+type Memory struct {
+	cfg MemoryConfig
+	obs *Observer
+
+	mu      sync.Mutex
+	courses map[string]*memCourse
+}
+
+type memCourse struct {
+	mu   sync.Mutex
+	seq  uint64
+	ring []*Event // retained events: ring[(head+i)%cap], i < n
+	head int
+	n    int
+	last time.Time // time of the last event
+}
+
+var _ Broker = (*Memory)(nil)
+
+// NewMemory returns an empty embedded broker.
+func NewMemory(cfg MemoryConfig) *Memory {
+	if cfg.History <= 0 {
+		cfg.History = DefaultHistory
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = DefaultHistoryTTL
+	}
+	if cfg.MaxEventBytes <= 0 {
+		cfg.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Memory{cfg: cfg, obs: NewObserver(cfg.Logger), courses: make(map[string]*memCourse)}
+}
+
+// Observer returns the observer that fans events out to local listeners.
+func (m *Memory) Observer() *Observer { return m.obs }
+
+func (m *Memory) course(id string, create bool) *memCourse {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.courses[id]
+	if c == nil && create {
+		c = &memCourse{}
+		m.courses[id] = c
+	}
+	return c
+}
+
+// Publish implements Broker.
+func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
+	data, err := msg.Normalize()
+	if err != nil {
+		return nil, err
+	}
+	now := m.cfg.Now()
+	c := m.course(msg.CourseID, true)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ev, err := NewEvent(msg, data, c.seq+1, now.UnixMilli(), m.cfg.MaxEventBytes)
+	if err != nil {
+		return nil, err
+	}
+	c.seq = ev.ID
+	m.expire(c, now)
+	c.push(ev, m.cfg.History)
+	c.last = now
+	// Announce under the course lock: listeners see ids in order, and a
+	// History call that starts after this returns includes ev.
+	m.obs.Emit(ev)
+	return ev, nil
+}
+
+func (c *memCourse) push(ev *Event, capacity int) {
+	if c.n < capacity { // not full yet: head is 0 and len(ring) == n
+		c.ring = append(c.ring, ev)
+		c.n++
+		return
+	}
+	c.ring[c.head] = ev
+	c.head = (c.head + 1) % len(c.ring)
+}
+
+// expire drops the history of a course idle for longer than the TTL.
+func (m *Memory) expire(c *memCourse, now time.Time) {
+	if c.n > 0 && now.Sub(c.last) >= m.cfg.HistoryTTL {
+		c.ring, c.head, c.n = nil, 0, 0
+	}
+}
+
+// History implements Broker.
+func (m *Memory) History(_ context.Context, courseID string, after uint64, limit int) (Page, error) {
+	c := m.course(courseID, false)
+	if c == nil {
+		return Page{Reset: after > 0}, nil
+	}
+	if limit <= 0 || limit > MaxPage {
+		limit = MaxPage
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.expire(c, m.cfg.Now())
+	p := Page{LastID: c.seq}
+	oldest := c.seq - uint64(c.n) + 1 // c.seq+1 when nothing is retained
+	switch {
+	case after > c.seq || after+1 < oldest:
+		p.Reset = after != c.seq
+		return p, nil
+	case after == c.seq:
+		return p, nil
+	}
+	start := int(after + 1 - oldest)
+	count := min(c.n-start, limit)
+	p.Events = make([]*Event, count)
+	for i := range count {
+		p.Events[i] = c.ring[(c.head+start+i)%len(c.ring)]
+	}
+	return p, nil
+}
+
+// LastID implements Broker.
+func (m *Memory) LastID(_ context.Context, courseID string) (uint64, error) {
+	c := m.course(courseID, false)
+	if c == nil {
+		return 0, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq, nil
+}
+
+// Subscribe implements Broker. The registration is effective at once.
+func (m *Memory) Subscribe(_ context.Context, courseID string, l Listener) (func(), error) {
+	return m.obs.Subscribe(courseID, l), nil
+}
+
+// Run frees the history of courses idle for longer than the history TTL,
+// until ctx ends. The sequence of each course is kept (a few bytes), so ids
+// never restart.
+func (m *Memory) Run(ctx context.Context) error {
+	every := min(m.cfg.HistoryTTL/4, time.Minute)
+	t := time.NewTicker(max(every, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			m.sweep()
+		}
+	}
+}
+
+// sweep drops expired history everywhere.
+func (m *Memory) sweep() {
+	m.mu.Lock()
+	cs := make([]*memCourse, 0, len(m.courses))
+	for _, c := range m.courses {
+		cs = append(cs, c)
+	}
+	m.mu.Unlock()
+	now := m.cfg.Now()
+	for _, c := range cs {
+		c.mu.Lock()
+		m.expire(c, now)
+		c.mu.Unlock()
+	}
+}
+
+// Retained returns how many events of courseID are held in memory.
+func (m *Memory) Retained(courseID string) int {
+	c := m.course(courseID, false)
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}

@@ -1,0 +1,70 @@
+package poller
+
+import (
+	"strconv"
+	"strings"
+)
+
+// ETag returns the weak entity tag of a course at lastID:
+// W/"<courseId>:<lastEventId>". Weak because the body varies with ?after=
+// and ?types=, and proxies that compress keep weak tags.
+func ETag(courseID string, lastID uint64) string {
+	b := make([]byte, 0, len(courseID)+26)
+	b = append(b, `W/"`...)
+	b = append(b, courseID...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, lastID, 10)
+	return string(append(b, '"'))
+}
+
+// MatchNoneMatch reports whether an If-None-Match header value matches
+// etag by weak comparison (RFC 9110 13.1.2): "*", or any tag of the list
+// whose opaque part equals etag's, with or without W/. A malformed list
+// matches nothing from the first bad tag on.
+func MatchNoneMatch(header, etag string) bool {
+	want := opaque(etag)
+	for {
+		header = strings.TrimLeft(header, " \t,")
+		if header == "" {
+			return false
+		}
+		if header[0] == '*' {
+			return true
+		}
+		tag, rest, ok := scanETag(header)
+		if !ok {
+			return false
+		}
+		if opaque(tag) == want {
+			return true
+		}
+		header = rest
+	}
+}
+
+// scanETag reads one entity tag from the start of s (after optional
+// whitespace is already removed) and returns it and what follows.
+func scanETag(s string) (tag, rest string, ok bool) {
+	start := 0
+	if strings.HasPrefix(s, "W/") {
+		start = 2
+	}
+	if len(s) <= start || s[start] != '"' {
+		return "", "", false
+	}
+	for i := start + 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"':
+			return s[:i+1], s[i+1:], true
+		case c == 0x21 || (c >= 0x23 && c <= 0x7E) || c >= 0x80:
+			// etagc
+		default:
+			return "", "", false
+		}
+	}
+	return "", "", false
+}
+
+// opaque strips the weakness indicator.
+func opaque(tag string) string { return strings.TrimPrefix(tag, "W/") }

@@ -1,0 +1,188 @@
+package stream
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"coursestream/observer"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// env is a hub on a memory broker behind a real HTTP server.
+type env struct {
+	t      testing.TB
+	broker *observer.Memory
+	hub    *Hub
+	srv    *httptest.Server
+	client *http.Client
+}
+
+func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
+	t.Helper()
+	cfg.Logger, mcfg.Logger = quiet(), quiet()
+	b := observer.NewMemory(mcfg)
+	h := New(b, cfg)
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/courses/{courseId}/events", h)
+	mux.Handle("POST /v1/courses/{courseId}/events", NewPublisher(b, PublishConfig{Logger: quiet(), MaxEventBytes: mcfg.MaxEventBytes}))
+	srv := httptest.NewServer(mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = h.Run(ctx) }()
+	e := &env{t: t, broker: b, hub: h, srv: srv, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	t.Cleanup(func() {
+		h.Drain()
+		srv.Close()
+		cancel()
+		<-ran
+		h.Close()
+	})
+	return e
+}
+
+func (e *env) publish(course, typ, data string) *observer.Event {
+	e.t.Helper()
+	ev, err := e.broker.Publish(context.Background(), observer.Message{CourseID: course, Type: typ, Data: json.RawMessage(data)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ev
+}
+
+// frame is one parsed SSE frame.
+type frame struct {
+	id, event, data, retry string
+	comment                bool
+	hasID                  bool
+}
+
+// sseClient reads raw SSE bytes from a response.
+type sseClient struct {
+	t    testing.TB
+	resp *http.Response
+	r    *bufio.Reader
+}
+
+func (e *env) open(path string, header map[string]string) *sseClient {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+path, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		cancel()
+		e.t.Fatal(err)
+	}
+	c := &sseClient{t: e.t, resp: resp, r: bufio.NewReader(resp.Body)}
+	e.t.Cleanup(func() { cancel(); resp.Body.Close() })
+	if resp.StatusCode == http.StatusOK {
+		// The first frame is retry:, written once the handler has
+		// subscribed: from here on no event is missed.
+		if f, ok := c.next(); !ok || f.retry == "" {
+			e.t.Fatalf("first frame %+v (ok=%v), want retry:", f, ok)
+		}
+	}
+	return c
+}
+
+func (c *sseClient) close() { c.resp.Body.Close() }
+
+// next returns the next frame, or ok=false at EOF. A test that hangs here
+// fails by the test timeout; callers bound their own waits with deadlines.
+func (c *sseClient) next() (f frame, ok bool) {
+	c.t.Helper()
+	seen := false
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return f, false
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if line == "" {
+			if seen {
+				return f, true
+			}
+			continue
+		}
+		seen = true
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch name {
+		case "":
+			f.comment = true
+		case "id":
+			f.id, f.hasID = value, true
+		case "event":
+			f.event = value
+		case "data":
+			f.data = value
+		case "retry":
+			f.retry = value
+		}
+	}
+}
+
+// nextEvent skips comments and retry-only frames.
+func (c *sseClient) nextEvent() (frame, bool) {
+	c.t.Helper()
+	for {
+		f, ok := c.next()
+		if !ok || f.data != "" {
+			return f, ok
+		}
+	}
+}
+
+// events reads n data frames and returns their ids, failing on EOF.
+func (c *sseClient) events(n int) []frame {
+	c.t.Helper()
+	out := make([]frame, 0, n)
+	for len(out) < n {
+		f, ok := c.nextEvent()
+		if !ok {
+			c.t.Fatalf("stream ended after %d of %d events", len(out), n)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func frameIDs(fs []frame) []uint64 {
+	ids := make([]uint64, len(fs))
+	for i, f := range fs {
+		ids[i], _ = strconv.ParseUint(f.id, 10, 64)
+	}
+	return ids
+}
+
+// consecutive checks that ids run from first by one.
+func consecutive(t testing.TB, ids []uint64, first uint64) {
+	t.Helper()
+	for i, id := range ids {
+		if id != first+uint64(i) {
+			t.Fatalf("ids %v: at %d got %d, want %d (gap or duplicate)", short(ids), i, id, first+uint64(i))
+		}
+	}
+}
+
+func short(ids []uint64) []uint64 {
+	if len(ids) > 20 {
+		return ids[:20]
+	}
+	return ids
+}

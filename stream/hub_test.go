@@ -1,0 +1,424 @@
+package stream
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/r3labs/sse/v2"
+	"go.uber.org/goleak"
+	"gopkg.in/cenkalti/backoff.v1"
+
+	"coursestream/observer"
+)
+
+// TestRawBytes reads the response as bytes off a TCP connection: status,
+// headers, and retry: in the first bytes, before any event exists.
+func TestRawBytes(t *testing.T) {
+	e := newEnv(t, Config{Retry: 2500 * time.Millisecond}, observer.MemoryConfig{})
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/courses/course-123/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{
+		"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	first := make([]byte, len("retry: 2500\n\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("reading the first bytes: %v", err)
+	}
+	if string(first) != "retry: 2500\n\n" {
+		t.Fatalf("first bytes %q, want retry: 2500", first)
+	}
+	e.publish("course-123", "chapter-update-complete", `{"chapterId":"ch-1"}`)
+	r := bufio.NewReader(resp.Body)
+	var got []string
+	for len(got) < 4 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, line)
+	}
+	if got[0] != "id: 1\n" || !strings.HasPrefix(got[1], `data: {"id":"1","courseId":"course-123","type":"chapter-update-complete","data":{"chapterId":"ch-1"},"timestamp":`) ||
+		got[2] != "event: chapter-update-complete\n" || got[3] != "\n" {
+		t.Fatalf("frame %q", got)
+	}
+}
+
+func TestLiveEventsInOrderUnderConcurrentPublishing(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	c := e.open("/v1/courses/c1/events", nil)
+	const publishers, each = 4, 250
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				e.publish("c1", "upload-progress", `{"videoId":"v1","progress":1}`)
+			}
+		}()
+	}
+	frames := c.events(publishers * each)
+	wg.Wait()
+	consecutive(t, frameIDs(frames), 1)
+	for _, f := range frames {
+		ev, err := observer.ParseEnvelope([]byte(f.data))
+		if err != nil || strconv.FormatUint(ev.ID, 10) != f.id || f.event != ev.Type {
+			t.Fatalf("frame %+v does not carry its envelope: %v", f, err)
+		}
+	}
+}
+
+// TestResumeReplayThenLive resumes at several positions while events are
+// published: history then live, with no gap and no duplicate.
+func TestResumeReplayThenLive(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{History: 5000})
+	for range 300 {
+		e.publish("c1", "chapter-update-complete", `{"chapterId":"ch"}`)
+	}
+	const total = 1300
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range total - 300 {
+			e.publish("c1", "chapter-update-complete", `{"chapterId":"ch"}`)
+		}
+	}()
+	for _, from := range []uint64{0, 1, 150, 299} {
+		c := e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": strconv.FormatUint(from, 10)})
+		ids := frameIDs(c.events(total - int(from)))
+		consecutive(t, ids, from+1)
+		c.close()
+	}
+	<-done
+}
+
+func TestResumeByQueryAndHeaderWins(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	for range 10 {
+		e.publish("c1", "video-update-complete", `{"videoId":"v"}`)
+	}
+	c := e.open("/v1/courses/c1/events?lastEventId=3", nil)
+	consecutive(t, frameIDs(c.events(7)), 4)
+	c = e.open("/v1/courses/c1/events?lastEventId=3", map[string]string{"Last-Event-ID": "8"})
+	consecutive(t, frameIDs(c.events(2)), 9)
+}
+
+func TestReset(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{History: 5})
+	var last uint64
+	for range 20 {
+		last = e.publish("c1", "chapter-delete-complete", `{"chapterId":"x"}`).ID
+	}
+	for _, tc := range []struct{ name, lastID string }{
+		{"trimmed", "2"},
+		{"zero with history gone", "0"},
+		{"ahead of the course", "99"},
+		{"not one of our ids", "1700000000000-0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": tc.lastID})
+			f, ok := c.nextEvent()
+			want := strconv.FormatUint(last, 10)
+			if !ok || f.event != "reset" || f.id != want || f.data != `{"courseId":"c1","lastEventId":"`+want+`"}` {
+				t.Fatalf("first frame %+v, want reset at %s", f, want)
+			}
+			last = e.publish("c1", "chapter-delete-complete", `{"chapterId":"x"}`).ID
+			f, _ = c.nextEvent()
+			if f.id != strconv.FormatUint(last, 10) || f.event != "chapter-delete-complete" {
+				t.Fatalf("after reset got %+v, want the next live event %d", f, last)
+			}
+			c.close()
+		})
+	}
+	// Within the retained history: no reset.
+	c := e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": strconv.FormatUint(last-2, 10)})
+	f, _ := c.nextEvent()
+	if f.event == "reset" || f.id != strconv.FormatUint(last-1, 10) {
+		t.Fatalf("resume within history got %+v", f)
+	}
+}
+
+func TestTypesFilter(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	e.publish("c1", "chapter-update-complete", `{}`) // 1
+	e.publish("c1", "upload-complete", `{}`)         // 2, replayed
+	c := e.open("/v1/courses/c1/events?types=upload-complete,video-delete-complete", map[string]string{"Last-Event-ID": "0"})
+	e.publish("c1", "upload-progress", `{}`)       // 3
+	e.publish("c1", "video-delete-complete", `{}`) // 4
+	e.publish("c1", "chapter-update-complete", `{}`)
+	e.publish("c1", "upload-complete", `{}`) // 6
+	got := c.events(3)
+	if ids := frameIDs(got); ids[0] != 2 || ids[1] != 4 || ids[2] != 6 {
+		t.Fatalf("filtered ids %v, want [2 4 6]", ids)
+	}
+}
+
+func TestCoalesce(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	c := e.open("/v1/courses/c1/events?coalesce=300ms", nil)
+	e.publish("c1", "upload-progress", `{"videoId":"v1","progress":10}`)       // 1
+	e.publish("c1", "upload-progress", `{"videoId":"v2","progress":5}`)        // 2 kept
+	e.publish("c1", "upload-progress", `{"videoId":"v1","progress":20}`)       // 3
+	e.publish("c1", "chapter-update-complete", `{"chapterId":"ch1"}`)          // 4 kept
+	e.publish("c1", "upload-progress", `{"videoId":"v1","progress":30}`)       // 5 kept
+	e.publish("c1", "chapter-update-complete", `{"chapterId":"ch2","x":true}`) // 6 kept
+	got := c.events(4)
+	if ids := frameIDs(got); fmt.Sprint(ids) != "[2 4 5 6]" {
+		t.Fatalf("coalesced ids %v, want [2 4 5 6]", ids)
+	}
+	// The next window starts fresh.
+	e.publish("c1", "upload-progress", `{"videoId":"v1","progress":40}`)
+	if f, _ := c.nextEvent(); f.id != "7" {
+		t.Fatalf("next window got %+v", f)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	for _, path := range []string{
+		"/v1/courses/-bad/events",
+		"/v1/courses/" + strings.Repeat("a", 129) + "/events",
+		"/v1/courses/c1/events?coalesce=11s",
+		"/v1/courses/c1/events?coalesce=soon",
+		"/v1/courses/c1/events?coalesce=-1s",
+		"/v1/courses/c1/events?types=Bad",
+	} {
+		resp, err := e.client.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error string }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || err != nil || body.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("GET %s: %d %q (%v), want 400 with a JSON error", path, resp.StatusCode, body.Error, err)
+		}
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	e := newEnv(t, Config{Heartbeat: 20 * time.Millisecond}, observer.MemoryConfig{})
+	c := e.open("/v1/courses/c1/events", nil)
+	for {
+		f, ok := c.next()
+		if !ok {
+			t.Fatal("stream ended before a heartbeat")
+		}
+		if f.comment {
+			return
+		}
+	}
+}
+
+// TestStreamParamIgnored: r3labs reads ?stream=; a client must not pick
+// another course (or connection) with it.
+func TestStreamParamIgnored(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	e.publish("b", "chapter-update-complete", `{}`)
+	e.publish("a", "upload-complete", `{}`)
+	c := e.open("/v1/courses/a/events?stream=c1", map[string]string{"Last-Event-ID": "0"})
+	f, _ := c.nextEvent()
+	if !strings.Contains(f.data, `"courseId":"a"`) {
+		t.Fatalf("got %+v, want course a", f)
+	}
+}
+
+func TestMaxConnectionsSteersToPolling(t *testing.T) {
+	e := newEnv(t, Config{MaxConnections: 1}, observer.MemoryConfig{})
+	e.open("/v1/courses/c1/events", nil)
+	resp, err := e.client.Get(e.srv.URL + "/v1/courses/c1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Error, Fallback string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		body.Error == "" || body.Fallback != "/v1/courses/c1/poll" {
+		t.Fatalf("got %d Retry-After=%q %+v", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// TestSlowClientDoesNotDelayOthers: a client that never reads fills its
+// bounded buffer and is disconnected; a fast client on the same course gets
+// every event meanwhile.
+func TestSlowClientDoesNotDelayOthers(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{}) // 1 MiB client buffer
+	stalled := dialStalled(t, e, "/v1/courses/c1/events")
+	fast := e.open("/v1/courses/c1/events", nil)
+	const n = 400 // 400 x 32 KiB: far more than the socket buffers and the client buffer hold
+	data := `{"videoId":"v","pad":"` + strings.Repeat("x", 32<<10) + `"}`
+	// Publish at the pace the fast client reads (at most 16 ahead), as a
+	// live course would: only the stalled client falls behind.
+	progress := make(chan struct{}, n)
+	go func() {
+		for i := range n {
+			if i >= 16 {
+				<-progress
+			}
+			e.publish("c1", "upload-progress", data)
+		}
+	}()
+	var ids []uint64
+	for range n {
+		ids = append(ids, frameIDs(fast.events(1))...)
+		progress <- struct{}{}
+	}
+	consecutive(t, ids, 1)
+	ids = nil
+
+	// Now read the stalled one: it was cut off before the end, and what it
+	// got is a gapless prefix it can resume from.
+	for {
+		f, ok := stalled.nextEvent()
+		if !ok {
+			break
+		}
+		id, _ := strconv.ParseUint(f.id, 10, 64)
+		ids = append(ids, id)
+	}
+	if len(ids) >= n {
+		t.Fatalf("stalled client got all %d events: it was never cut off", len(ids))
+	}
+	consecutive(t, ids, 1)
+}
+
+// dialStalled opens a stream on a socket with a tiny receive buffer and
+// reads only the response headers and first bytes.
+func dialStalled(t *testing.T, e *env, path string) *sseClient {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := d.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	br := bufio.NewReaderSize(conn, 512)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &sseClient{t: t, resp: resp, r: bufio.NewReaderSize(resp.Body, 512)}
+	if f, ok := c.next(); !ok || f.retry == "" {
+		t.Fatalf("first frame %+v", f)
+	}
+	return c
+}
+
+func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	var cs []*sseClient
+	for range 3 {
+		cs = append(cs, e.open("/v1/courses/c1/events", nil))
+	}
+	e.hub.Drain()
+	for i, c := range cs {
+		for {
+			if _, ok := c.next(); !ok {
+				break
+			}
+		}
+		t.Logf("stream %d ended", i)
+	}
+	resp, err := e.client.Get(e.srv.URL + "/v1/courses/c1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("after Drain a new stream got %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestNoGoroutineLeftAfterDisconnect: clients come and go; every goroutine
+// of theirs (ours and r3labs') ends, and the broker has no listener left.
+func TestNoGoroutineLeftAfterDisconnect(t *testing.T) {
+	e := newEnv(t, Config{Heartbeat: 5 * time.Millisecond}, observer.MemoryConfig{})
+	before := goleak.IgnoreCurrent()
+	var cs []*sseClient
+	for i := range 20 {
+		cs = append(cs, e.open("/v1/courses/c"+strconv.Itoa(i%3)+"/events", nil))
+	}
+	for i := range 50 {
+		e.publish("c"+strconv.Itoa(i%3), "upload-progress", `{}`)
+	}
+	for _, c := range cs {
+		c.close()
+	}
+	e.client.CloseIdleConnections()
+	goleak.VerifyNone(t, before)
+	if n := e.broker.Observer().Total(); n != 0 {
+		t.Fatalf("%d listeners left", n)
+	}
+	if n := e.hub.Connections(); n != 0 {
+		t.Fatalf("%d connections left", n)
+	}
+}
+
+// TestR3labsClient subscribes with r3labs/sse's own client, resuming from
+// an id, as a Go program would.
+func TestR3labsClient(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	for range 3 {
+		e.publish("c1", "video-update-complete", `{"videoId":"v1"}`)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := sse.NewClient(e.srv.URL+"/v1/courses/c1/events", sse.ClientMaxBufferSize(1<<20))
+	client.Connection = e.client
+	client.ReconnectStrategy = backoff.WithContext(backoff.NewExponentialBackOff(), ctx)
+	client.LastEventID.Store([]byte("1"))
+	got := make(chan *sse.Event, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- client.SubscribeRawWithContext(ctx, func(ev *sse.Event) {
+			if len(ev.Data) > 0 {
+				got <- ev
+			}
+		})
+	}()
+	for _, want := range []string{"2", "3"} {
+		ev := <-got
+		if string(ev.ID) != want || string(ev.Event) != "video-update-complete" {
+			t.Fatalf("got id %s event %s, want %s", ev.ID, ev.Event, want)
+		}
+	}
+	e.publish("c1", "video-update-complete", `{"videoId":"v1"}`)
+	if ev := <-got; string(ev.ID) != "4" {
+		t.Fatalf("live event id %s, want 4", ev.ID)
+	}
+	cancel()
+	<-done
+}

@@ -1,0 +1,42 @@
+// Package web holds the browser side of coursestream, embedded in the
+// binary: the demo page at / and the browser library at /coursestream.js.
+package web
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+	"strings"
+)
+
+//go:embed static
+var static embed.FS
+
+// Files returns the embedded static files (index.html and the library).
+func Files() fs.FS {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // the embed pattern above guarantees the directory
+	}
+	return sub
+}
+
+// Handler serves the embedded files; / is the demo page. Paths that name
+// no file go to notFound.
+func Handler(notFound http.Handler) http.Handler {
+	files := Files()
+	fsrv := http.FileServerFS(files)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		if name == "" {
+			name = "index.html"
+		}
+		if st, err := fs.Stat(files, name); err != nil || st.IsDir() {
+			notFound.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		fsrv.ServeHTTP(w, r)
+	})
+}
