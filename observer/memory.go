@@ -19,6 +19,7 @@ type MemoryConfig struct {
 	HistoryTTL    time.Duration // history dropped after this long without an event (default 24h)
 	MaxEventBytes int           // largest envelope accepted (default 65536)
 	Logger        *slog.Logger
+	Metrics       Metrics          // nil: NopMetrics
 	Now           func() time.Time // clock, for tests
 }
 
@@ -64,6 +65,9 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NopMetrics{}
+	}
 	return &Memory{cfg: cfg, obs: NewObserver(cfg.Logger), courses: make(map[string]*memCourse)}
 }
 
@@ -83,6 +87,7 @@ func (m *Memory) course(id string, create bool) *memCourse {
 
 // Publish implements Broker.
 func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
+	began := time.Now()
 	data, err := msg.Normalize()
 	if err != nil {
 		return nil, err
@@ -102,6 +107,8 @@ func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
 	// Announce under the course lock: listeners see ids in order, and a
 	// History call that starts after this returns includes ev.
 	m.obs.Emit(ev)
+	m.cfg.Metrics.Received()
+	m.cfg.Metrics.Published(time.Since(began))
 	return ev, nil
 }
 

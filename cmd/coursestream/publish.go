@@ -122,10 +122,6 @@ func publishHTTP(ctx context.Context, cfg publishConfig, msg observer.Message) (
 	return "", err
 }
 
-func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) (string, error) {
-	return "", usagef("--redis-url: Redis support is not built yet")
-}
-
 func token(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	return usagef("token: authorization is not built yet")
 }

@@ -126,7 +126,7 @@ func newLogger(w io.Writer, cfg Config) *slog.Logger {
 
 func newBroker(cfg Config, log *slog.Logger) (broker, string, error) {
 	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
-		return nil, "", usagef("Redis support is not built yet")
+		return newRedisBroker(cfg, log)
 	}
 	return observer.NewMemory(observer.MemoryConfig{
 		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes), Logger: log,
