@@ -3,9 +3,9 @@
 # the tests start their own servers on free loopback ports.
 
 GO       ?= go
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
 # Fuzz targets run briefly on every test run: package:target.
-FUZZ     := observer:FuzzParseEnvelope observer:FuzzNormalize poller:FuzzMatchNoneMatch
+FUZZ     := observer:FuzzParseEnvelope observer:FuzzNormalize poller:FuzzMatchNoneMatch poller:FuzzParse stream:FuzzParseRequest internal/auth:FuzzParse
 
 .PHONY: test deps check unit fuzz run bench
 

@@ -34,9 +34,24 @@ const (
 
 // Config configures a Poller. Zero values mean the defaults.
 type Config struct {
-	MaxLongPolls int // long-polls held at once before new ones get 503; 0 = no limit
+	MaxLongPolls int // long-polls held at once; past it they are answered at once; 0 = no limit
+	Metrics      Metrics
 	Logger       *slog.Logger
 }
+
+// Metrics receives the poller's counts; nil in Config means NopMetrics.
+type Metrics interface {
+	// Polled counts an answered poll: its status and the events it carried.
+	Polled(status, events int)
+	// LongPolls moves the number of waiting long-polls by delta.
+	LongPolls(delta int)
+}
+
+// NopMetrics discards everything.
+type NopMetrics struct{}
+
+func (NopMetrics) Polled(int, int) {}
+func (NopMetrics) LongPolls(int)   {}
 
 // Poller is the polling handler.
 type Poller struct {
@@ -54,6 +69,9 @@ type Poller struct {
 func New(b observer.Broker, cfg Config) *Poller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NopMetrics{}
 	}
 	return &Poller{broker: b, cfg: cfg, draining: make(chan struct{})}
 }
@@ -151,6 +169,7 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if MatchNoneMatch(inm, tag) {
 				h.Set("ETag", tag)
 				w.WriteHeader(http.StatusNotModified)
+				p.cfg.Metrics.Polled(http.StatusNotModified, 0)
 				return
 			}
 		}
@@ -165,11 +184,13 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", tag)
 	if inm != "" && MatchNoneMatch(inm, tag) {
 		w.WriteHeader(http.StatusNotModified)
+		p.cfg.Metrics.Polled(http.StatusNotModified, 0)
 		return
 	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(page.appendJSON(make([]byte, 0, page.size()), req.course))
+	p.cfg.Metrics.Polled(http.StatusOK, len(page.events))
 }
 
 // read returns the response page, long-polling when asked to.
@@ -227,6 +248,7 @@ func (p *Poller) enter() bool {
 		return false
 	}
 	p.waiting++
+	p.cfg.Metrics.LongPolls(1)
 	return true
 }
 
@@ -234,6 +256,7 @@ func (p *Poller) leave() {
 	p.mu.Lock()
 	p.waiting--
 	p.mu.Unlock()
+	p.cfg.Metrics.LongPolls(-1)
 }
 
 func (p *Poller) unavailable(w http.ResponseWriter, r *http.Request, err error) {

@@ -256,3 +256,23 @@ func FuzzMatchNoneMatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParse: the poll request parser never panics and keeps its bounds.
+func FuzzParse(f *testing.F) {
+	f.Add("c1", "after=5&wait=25s&types=a,b")
+	f.Add("c1", "after=18446744073709551616")
+	f.Add("c1", "wait=30")
+	f.Add("", "%%")
+	f.Fuzz(func(t *testing.T, course, query string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.URL.RawQuery = query
+		r.SetPathValue("courseId", course)
+		req, err := parse(r)
+		if err != nil {
+			return
+		}
+		if !observer.ValidCourseID(req.course) || req.wait < 0 || req.wait > MaxWait {
+			t.Fatalf("accepted %+v", req)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -41,6 +42,7 @@ type conn struct {
 	replaying bool   // catching up from history: events are not queued
 	liveHead  uint64 // highest id announced while replaying
 	beat      bool   // a heartbeat is due
+	ending    error  // end was called: send the final frame, then stop
 	stopped   bool   // no more events are queued
 	finished  bool   // the handler returned: rc must not be used
 }
@@ -101,7 +103,9 @@ func (c *conn) onEvent(ev *observer.Event) {
 	}
 	size := int64(eventSize(ev))
 	if pending := c.queued.Load() + c.inFlight(); pending > 0 && pending+size > int64(c.h.cfg.ClientBuffer) {
+		dropped := len(c.queue) + 1
 		c.mu.Unlock()
+		c.h.cfg.Metrics.Dropped(dropped)
 		c.stop(errSlow)
 		return
 	}
@@ -127,7 +131,7 @@ func (c *conn) wake() {
 
 func (c *conn) inFlight() int64 { return c.handed.Load() - c.written.Load() }
 
-// stop ends the stream: the request context is cancelled (r3labs then
+// stop ends the stream now: the request context is cancelled (r3labs then
 // removes its subscriber) and a write blocked on a peer that does not read
 // is interrupted.
 func (c *conn) stop(cause error) {
@@ -137,6 +141,22 @@ func (c *conn) stop(cause error) {
 	c.cancel(cause)
 	if !c.finished {
 		_ = c.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// end ends the stream on purpose (shutdown, age): the feeder sends a final
+// frame with a jittered retry: and stops. A client that does not take the
+// frame within drainTimeout is cut anyway.
+func (c *conn) end(cause error) {
+	c.mu.Lock()
+	first := c.ending == nil && !c.stopped
+	if first {
+		c.ending = cause
+	}
+	c.mu.Unlock()
+	if first {
+		c.wake()
+		time.AfterFunc(drainTimeout, func() { c.stop(cause) })
 	}
 }
 
@@ -178,7 +198,7 @@ func (c *conn) feed(st start) {
 		case <-c.notify:
 		}
 		c.mu.Lock()
-		batch, beat := c.queue, c.beat
+		batch, beat, ending := c.queue, c.beat, c.ending
 		c.queue, c.beat = nil, false
 		c.mu.Unlock()
 		for _, ev := range batch {
@@ -198,7 +218,7 @@ func (c *conn) feed(st start) {
 				}
 			default:
 				pos = ev.ID
-				if !c.send(c.frame(ev), c.h.cfg.ClientBuffer) {
+				if !c.sendEvent(ev, c.h.cfg.ClientBuffer) {
 					return
 				}
 			}
@@ -207,8 +227,41 @@ func (c *conn) feed(st start) {
 		if beat && !c.send(heartbeatEvent, c.h.cfg.ClientBuffer) {
 			return
 		}
+		if ending != nil {
+			c.sendAll(co.flush())
+			c.finalFrame(pos, ending)
+			return
+		}
 	}
 }
+
+// finalFrame tells the client when to come back, then stops the stream
+// once the frame is written (or drainTimeout passes). The frame keeps the
+// client's id (id: pos), so the reconnection resumes where it is; its event
+// name cannot be a course event type, so no listener fires.
+func (c *conn) finalFrame(pos uint64, cause error) {
+	jitter := time.Duration(rand.Int64N(int64(c.h.cfg.DrainJitter)))
+	retry := strconv.AppendInt(nil, (c.h.cfg.Retry + jitter).Milliseconds(), 10)
+	if c.send(&sse.Event{ID: formatID(pos), Event: []byte(drainEvent), Data: []byte("{}"), Retry: retry}, c.h.cfg.ClientBuffer) {
+		timeout := time.NewTimer(drainTimeout)
+		defer timeout.Stop()
+		for c.inFlight() > 0 {
+			select {
+			case <-c.drained:
+			case <-timeout.C:
+				c.stop(cause)
+				return
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	}
+	c.stop(cause)
+}
+
+// drainEvent names the final frame of a stream ended on purpose. The colon
+// keeps it outside the pattern of course event types.
+const drainEvent = "coursestream:drain"
 
 // catchUp replays history after *pos until it meets the live events, then
 // switches the connection to live queueing. History, not the queue, holds
@@ -224,9 +277,10 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 			if !c.req.types.Has(ev.Type) {
 				continue
 			}
+			c.h.cfg.Metrics.Replayed(1)
 			if co.enabled() {
 				co.add(ev)
-			} else if !c.send(c.frame(ev), int(window)) {
+			} else if !c.sendEvent(ev, int(window)) {
 				return false
 			}
 		}
@@ -271,10 +325,19 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 
 func (c *conn) sendAll(evs []*observer.Event) bool {
 	for _, ev := range evs {
-		if !c.send(c.frame(ev), c.h.cfg.ClientBuffer) {
+		if !c.sendEvent(ev, c.h.cfg.ClientBuffer) {
 			return false
 		}
 	}
+	return true
+}
+
+// sendEvent sends one event's frame and counts it as delivered.
+func (c *conn) sendEvent(ev *observer.Event, window int) bool {
+	if !c.send(c.frame(ev), window) {
+		return false
+	}
+	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
 	return true
 }
 
@@ -286,6 +349,7 @@ func (c *conn) sendReset(last uint64) bool {
 	data = append(data, `","lastEventId":"`...)
 	data = append(data, id...)
 	data = append(data, `"}`...)
+	c.h.cfg.Metrics.ResetSent()
 	return c.send(&sse.Event{ID: id, Event: []byte(observer.TypeReset), Data: data}, c.h.cfg.ClientBuffer)
 }
 
@@ -355,11 +419,16 @@ func eventSize(ev *observer.Event) int {
 // frame right after the 200 (r3labs only writes retry with data), tells the
 // feeder when r3labs' subscriber is registered (r3labs writes the header
 // just after registering it) and counts what is written and flushed.
+//
+// It also arms a write deadline (Config.WriteTimeout) so that a peer that
+// takes no bytes is dropped, and stops the stream on the first write error
+// (r3labs ignores them).
 type writer struct {
 	http.ResponseWriter
 	c           *conn
 	retry       []byte
 	wroteHeader bool
+	armed       time.Time // the write deadline last set
 }
 
 func (w *writer) WriteHeader(code int) {
@@ -367,6 +436,7 @@ func (w *writer) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader = true
+	w.arm()
 	w.ResponseWriter.WriteHeader(code)
 	if code == http.StatusOK {
 		_, _ = w.ResponseWriter.Write(w.retry)
@@ -378,17 +448,41 @@ func (w *writer) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.arm()
 	n, err := w.ResponseWriter.Write(p)
 	w.c.written.Add(int64(n))
+	if err != nil {
+		w.c.stop(err)
+	}
 	return n, err
 }
 
 func (w *writer) Flush() {
-	_ = w.c.rc.Flush()
+	w.arm()
+	if err := w.c.rc.Flush(); err != nil {
+		w.c.stop(err)
+	}
 	select {
 	case w.c.drained <- struct{}{}:
 	default:
 	}
+}
+
+// arm pushes the write deadline forward once half of it has passed (a
+// deadline per write would cost a runtime call each). A stopped stream
+// keeps the deadline stop set.
+func (w *writer) arm() {
+	now := time.Now()
+	timeout := w.c.h.cfg.WriteTimeout
+	if now.Before(w.armed.Add(-timeout / 2)) {
+		return
+	}
+	w.c.mu.Lock()
+	if !w.c.stopped {
+		w.armed = now.Add(timeout)
+		_ = w.c.rc.SetWriteDeadline(w.armed)
+	}
+	w.c.mu.Unlock()
 }
 
 // Unwrap lets http.ResponseController reach the connection.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -22,6 +23,11 @@ const (
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultRetry        = 3 * time.Second
 	DefaultClientBuffer = 1 << 20
+	DefaultWriteTimeout = 15 * time.Second
+	DefaultDrainJitter  = 5 * time.Second
+	// drainTimeout bounds how long a stream being ended on purpose may take
+	// to write its final frame before it is cut.
+	drainTimeout = 2 * time.Second
 	// MaxCoalesce is the longest debounce window a client may ask for.
 	MaxCoalesce = 10 * time.Second
 	// replayPage is how many history events one read fetches while replaying.
@@ -34,7 +40,19 @@ type Config struct {
 	Retry          time.Duration // reconnection delay told to clients (default 3s)
 	ClientBuffer   int           // bytes of frames that may wait for one client (default 1 MiB)
 	MaxConnections int           // open streams before new ones get 503 + fallback; 0 = no limit
-	Logger         *slog.Logger
+	// WriteTimeout bounds one write to a client: a peer that accepts no
+	// bytes for this long is dropped (default 15s).
+	WriteTimeout time.Duration
+	// MaxStreamAge ends a stream after 80-100% of this age (randomized, so
+	// that streams opened together do not all reconnect together); the
+	// client reconnects with Last-Event-ID. 0: never.
+	MaxStreamAge time.Duration
+	// DrainJitter spreads reconnections when streams are ended on purpose
+	// (shutdown, MaxStreamAge): the final frame tells each client to retry
+	// after Retry plus a random share of this (default 5s).
+	DrainJitter time.Duration
+	Metrics     Metrics // nil: NopMetrics
+	Logger      *slog.Logger
 }
 
 // Hub serves GET /v1/courses/{courseId}/events: one SSE stream per request,
@@ -70,6 +88,15 @@ func New(b observer.Broker, cfg Config) *Hub {
 	}
 	if cfg.ClientBuffer <= 0 {
 		cfg.ClientBuffer = DefaultClientBuffer
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.DrainJitter <= 0 {
+		cfg.DrainJitter = DefaultDrainJitter
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NopMetrics{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -108,16 +135,17 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
-// Drain refuses new streams from now on and ends every open one; clients
-// reconnect (to another instance) with their Last-Event-ID. Safe to call
-// more than once; use it as http.Server.RegisterOnShutdown hook, since
-// Shutdown does not wait for streams on its own.
+// Drain refuses new streams from now on and ends every open one: each gets
+// a final frame with a jittered retry: (so that clients do not all
+// reconnect at once) and is closed; clients reconnect, to another instance,
+// with their Last-Event-ID. Safe to call more than once; http.Server.Shutdown
+// does not end streams by itself, so call it first.
 func (h *Hub) Drain() {
 	h.mu.Lock()
 	h.draining = true
 	h.mu.Unlock()
 	for _, c := range h.snapshot() {
-		c.stop(errShutdown)
+		c.end(errShutdown)
 	}
 }
 
@@ -161,6 +189,7 @@ var (
 	errShutdown = errors.New("the server is shutting down: reconnect")
 	errSlow     = errors.New("client too slow: its buffer is full")
 	errFull     = errors.New("too many open streams: use polling")
+	errMaxAge   = errors.New("stream reached --max-stream-age: reconnect")
 )
 
 // ServeHTTP implements http.Handler for GET /v1/courses/{courseId}/events.
@@ -187,7 +216,18 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}{refused.Error(), "/v1/courses/" + req.course + "/poll"})
 		return
 	}
-	defer h.unregister(c)
+	h.cfg.Metrics.StreamOpened()
+	defer func() {
+		h.unregister(c)
+		h.cfg.Metrics.StreamClosed(closeReason(ctx))
+	}()
+	// However the context ends (client gone, token expired, stop), a write
+	// blocked on the client is interrupted.
+	defer context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })()
+	if h.cfg.MaxStreamAge > 0 {
+		age := time.Duration(float64(h.cfg.MaxStreamAge) * (0.8 + 0.2*rand.Float64()))
+		defer time.AfterFunc(age, func() { c.end(errMaxAge) }).Stop()
+	}
 
 	// Subscribe first, then read where to start: an event is either in
 	// what we read or delivered to the listener (or both; dropped by id).
@@ -221,7 +261,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r2.URL.Query()
 	q.Set("stream", c.id)
 	r2.URL.RawQuery = q.Encode()
-	r2.Header.Del("Last-Event-ID") // handled above; r3labs would 400 a non-integer
+	r2.Header.Del("Last-Event-ID")         // handled above; r3labs would 400 a non-integer
+	_ = c.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; writer arms its own
 	h.sse.ServeHTTP(&writer{ResponseWriter: w, c: c, retry: h.retry}, r2)
 
 	// ServeHTTP returns once its subscriber is removed, so the stream has
@@ -234,6 +275,24 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(context.Background(), slog.LevelDebug, "stream close", slog.String("course", req.course),
 			slog.String("conn", c.id), slog.Duration("open", time.Since(opened)), slog.Any("cause", context.Cause(ctx)))
 	}
+}
+
+// closeReason names why a stream's context ended, for metrics.
+func closeReason(ctx context.Context) string {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, errSlow):
+		return "slow"
+	case errors.Is(cause, errShutdown):
+		return "shutdown"
+	case errors.Is(cause, errMaxAge):
+		return "age"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return "expired"
+	case cause == nil, errors.Is(cause, context.Canceled):
+		return "client"
+	}
+	return "error"
 }
 
 func (h *Hub) unavailable(w http.ResponseWriter, r *http.Request, err error) {

@@ -338,19 +338,28 @@ func dialStalled(t *testing.T, e *env, path string) *sseClient {
 }
 
 func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
-	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	e := newEnv(t, Config{Retry: time.Second, DrainJitter: 4 * time.Second}, observer.MemoryConfig{})
 	var cs []*sseClient
 	for range 3 {
 		cs = append(cs, e.open("/v1/courses/c1/events", nil))
 	}
+	last := e.publish("c1", "upload-complete", `{}`).ID
 	e.hub.Drain()
-	for i, c := range cs {
+	for _, c := range cs {
+		var final frame
 		for {
-			if _, ok := c.next(); !ok {
+			f, ok := c.next()
+			if !ok {
 				break
 			}
+			final = f
 		}
-		t.Logf("stream %d ended", i)
+		// The last frame keeps the client's id and tells it to come back
+		// after 1s plus up to 4s of jitter.
+		retry, _ := strconv.Atoi(final.retry)
+		if final.event != drainEvent || final.id != strconv.FormatUint(last, 10) || retry < 1000 || retry >= 5000 {
+			t.Fatalf("final frame %+v, want %s with id %d and retry in [1000,5000)", final, drainEvent, last)
+		}
 	}
 	resp, err := e.client.Get(e.srv.URL + "/v1/courses/c1/events")
 	if err != nil {
@@ -422,3 +431,99 @@ func TestR3labsClient(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestMaxStreamAge(t *testing.T) {
+	m := newRecorder()
+	e := newEnv(t, Config{MaxStreamAge: 50 * time.Millisecond, Metrics: m}, observer.MemoryConfig{})
+	c := e.open("/v1/courses/c1/events", nil)
+	var final frame
+	for {
+		f, ok := c.next()
+		if !ok {
+			break
+		}
+		final = f
+	}
+	if final.event != drainEvent || final.retry == "" {
+		t.Fatalf("final frame %+v, want the drain frame", final)
+	}
+	if reason := <-m.closed; reason != "age" {
+		t.Fatalf("closed for %q, want age", reason)
+	}
+}
+
+// TestDeadPeerDroppedByWriteTimeout: a peer that takes no bytes is dropped
+// after the write timeout even when its buffer never fills (one big event).
+func TestDeadPeerDroppedByWriteTimeout(t *testing.T) {
+	m := newRecorder()
+	e := newEnv(t, Config{WriteTimeout: 200 * time.Millisecond, ClientBuffer: 64 << 20, Metrics: m}, observer.MemoryConfig{MaxEventBytes: 8 << 20})
+	dialStalled(t, e, "/v1/courses/c1/events")
+	e.publish("c1", "upload-progress", `"`+strings.Repeat("x", 7<<20)+`"`) // more than the socket buffers hold
+	if reason := <-m.closed; reason == "" {
+		t.Fatal("no reason")
+	}
+	if n := e.hub.Connections(); n != 0 {
+		t.Fatalf("%d connections left", n)
+	}
+}
+
+func TestStreamEndsWithItsContextDeadline(t *testing.T) {
+	m := newRecorder()
+	e := newEnv(t, Config{Metrics: m}, observer.MemoryConfig{})
+	// What the auth middleware does for a token that expires.
+	e.srv.Config.Handler = deadline(e.srv.Config.Handler, 100*time.Millisecond)
+	c := e.open("/v1/courses/c1/events", nil)
+	for {
+		if _, ok := c.next(); !ok {
+			break
+		}
+	}
+	if reason := <-m.closed; reason != "expired" {
+		t.Fatalf("closed for %q, want expired", reason)
+	}
+}
+
+func deadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func TestMetricsCount(t *testing.T) {
+	m := newRecorder()
+	e := newEnv(t, Config{Metrics: m}, observer.MemoryConfig{History: 3})
+	for range 5 {
+		e.publish("c1", "upload-complete", `{}`)
+	}
+	c := e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": "3"})
+	c.events(2)
+	c.close()
+	<-m.closed
+	c = e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": "1"}) // trimmed: reset
+	c.nextEvent()
+	c.close()
+	<-m.closed
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.opened != 2 || m.replayed != 2 || m.delivered != 2 || m.resets != 1 {
+		t.Fatalf("opened %d replayed %d delivered %d resets %d; want 2 2 2 1", m.opened, m.replayed, m.delivered, m.resets)
+	}
+}
+
+// recorder is a Metrics that counts, and reports closes on a channel.
+type recorder struct {
+	mu                                         sync.Mutex
+	opened, delivered, replayed, resets, drops int
+	closed                                     chan string
+}
+
+func newRecorder() *recorder { return &recorder{closed: make(chan string, 100)} }
+
+func (r *recorder) StreamOpened()              { r.mu.Lock(); r.opened++; r.mu.Unlock() }
+func (r *recorder) StreamClosed(reason string) { r.closed <- reason }
+func (r *recorder) Delivered(time.Duration)    { r.mu.Lock(); r.delivered++; r.mu.Unlock() }
+func (r *recorder) Replayed(n int)             { r.mu.Lock(); r.replayed += n; r.mu.Unlock() }
+func (r *recorder) ResetSent()                 { r.mu.Lock(); r.resets++; r.mu.Unlock() }
+func (r *recorder) Dropped(n int)              { r.mu.Lock(); r.drops += n; r.mu.Unlock() }

@@ -38,6 +38,7 @@ type Config struct {
 	MaxLongPolls   int
 	ClientBuffer   byteSize
 	MaxStreamAge   time.Duration
+	DrainJitter    time.Duration
 	ShutdownGrace  time.Duration
 	InsecureOpen   bool
 	LogLevel       string
@@ -70,6 +71,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	c.ClientBuffer = stream.DefaultClientBuffer
 	fs.Var(&c.ClientBuffer, "client-buffer", "bytes of frames that may wait for one SSE client before it is disconnected")
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "end SSE streams after 80-100% of this age so clients reconnect (0: never)")
+	fs.DurationVar(&c.DrainJitter, "drain-jitter", stream.DefaultDrainJitter, "streams ended on purpose (shutdown, max age) tell clients to retry after --retry plus up to this")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 8*time.Second, "longest wait for requests to finish on SIGTERM/SIGINT")
 	fs.BoolVar(&c.InsecureOpen, "insecure-open", false, "allow a non-loopback address without --jwt-key (anyone may subscribe and publish)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -98,6 +100,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--max-longpolls must not be negative, got %d", c.MaxLongPolls)
 	case c.MaxStreamAge < 0:
 		return fmt.Errorf("--max-stream-age must not be negative, got %s", c.MaxStreamAge)
+	case c.DrainJitter <= 0:
+		return fmt.Errorf("--drain-jitter must be positive, got %s", c.DrainJitter)
 	case c.ShutdownGrace <= 0:
 		return fmt.Errorf("--shutdown-grace must be positive, got %s", c.ShutdownGrace)
 	case c.JWTKey != "" && c.JWTKeyFile != "":

@@ -121,7 +121,3 @@ func publishHTTP(ctx context.Context, cfg publishConfig, msg observer.Message) (
 	}
 	return "", err
 }
-
-func token(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	return usagef("token: authorization is not built yet")
-}

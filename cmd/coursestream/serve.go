@@ -9,13 +9,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/cors"
 	"golang.org/x/sync/errgroup"
 
+	"coursestream/internal/auth"
 	"coursestream/internal/httpjson"
 	"coursestream/observer"
 	"coursestream/poller"
@@ -43,20 +48,27 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return usageError{err}
 	}
 	log := newLogger(stderr, cfg)
+	m := newMetrics()
 
-	b, mode, err := newBroker(cfg, log)
+	b, mode, err := newBroker(cfg, log, m)
 	if err != nil {
 		return err
 	}
 	hub := stream.New(b, stream.Config{
 		Heartbeat: cfg.Heartbeat, Retry: cfg.Retry, ClientBuffer: int(cfg.ClientBuffer),
-		MaxConnections: cfg.MaxConnections, Logger: log,
+		MaxConnections: cfg.MaxConnections, MaxStreamAge: cfg.MaxStreamAge, DrainJitter: cfg.DrainJitter,
+		Metrics: m, Logger: log,
 	})
 	pub := stream.NewPublisher(b, stream.PublishConfig{MaxEventBytes: int(cfg.MaxEventBytes), Logger: log})
-	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Logger: log})
+	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Metrics: m, Logger: log})
+	var authz *auth.Authorizer
+	if !cfg.open() {
+		authz = auth.New([]byte(cfg.JWTKey), nil)
+	}
 
 	var ready atomic.Bool
-	handler := routes(log, b, hub, pub, poll, &ready)
+	handler := routes(routeDeps{log: log, broker: b, hub: hub, pub: pub, poll: poll, ready: &ready,
+		metrics: m, auth: authz, cors: splitList(cfg.CORSOrigins)})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -76,6 +88,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return b.Run(gctx) })
 	g.Go(func() error { return hub.Run(gctx) })
+	if cfg.DebugAddr != "" {
+		g.Go(func() error { return serveDebug(gctx, cfg.DebugAddr, log) })
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -124,19 +139,36 @@ func newLogger(w io.Writer, cfg Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func newBroker(cfg Config, log *slog.Logger) (broker, string, error) {
+func newBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
 	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
 		return newRedisBroker(cfg, log)
 	}
 	return observer.NewMemory(observer.MemoryConfig{
-		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes), Logger: log,
+		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes), Logger: log, Metrics: m,
 	}), "memory", nil
 }
 
+// routeDeps is what the router serves.
+type routeDeps struct {
+	log     *slog.Logger
+	broker  observer.Broker
+	hub     *stream.Hub
+	pub     *stream.Publisher
+	poll    *poller.Poller
+	ready   *atomic.Bool
+	metrics *metrics
+	auth    *auth.Authorizer // nil: open dev mode
+	cors    []string         // allowed origins; none: no CORS
+}
+
 // routes is the HTTP surface of the contract.
-func routes(log *slog.Logger, b observer.Broker, hub *stream.Hub, pub *stream.Publisher, poll *poller.Poller, ready *atomic.Bool) http.Handler {
+func routes(d routeDeps) http.Handler {
+	log, b, ready := d.log, d.broker, d.ready
 	r := chi.NewRouter()
 	r.Use(requestLog(log), recoverJSON(log))
+	if len(d.cors) > 0 {
+		r.Use(corsHandler(d.cors))
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
 	})
@@ -161,9 +193,12 @@ func routes(log *slog.Logger, b observer.Broker, hub *stream.Hub, pub *stream.Pu
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 
-	r.Get("/v1/courses/{courseId}/events", hub.ServeHTTP)
-	r.Post("/v1/courses/{courseId}/events", pub.ServeHTTP)
-	r.Get("/v1/courses/{courseId}/poll", poll.ServeHTTP)
+	r.Handle("/metrics", d.metrics.Handler())
+
+	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe), auth.Middleware(d.auth, auth.Publish)
+	r.With(subscribe).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
+	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
+	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 
 	files := web.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
@@ -171,6 +206,56 @@ func routes(log *slog.Logger, b observer.Broker, hub *stream.Hub, pub *stream.Pu
 	r.Get("/", files.ServeHTTP)
 	r.Get("/{file}", files.ServeHTTP)
 	return r
+}
+
+// corsHandler allows the given origins ("*" for any) to read the API from
+// a browser, with the request headers the contract names, and exposes
+// ETag and Retry-After. Credentials (the token cookie) are allowed only
+// for origins named explicitly.
+func corsHandler(origins []string) func(http.Handler) http.Handler {
+	return cors.Handler(cors.Options{
+		AllowedOrigins:   origins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders:   []string{"Authorization", "If-None-Match", "Last-Event-ID", "Content-Type", "Cache-Control"},
+		ExposedHeaders:   []string{"ETag", "Retry-After"},
+		AllowCredentials: !slices.Contains(origins, "*"),
+		MaxAge:           600,
+	})
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// serveDebug serves pprof on a loopback address until ctx ends.
+func serveDebug(ctx context.Context, addr string, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	log.Info("pprof listening", slog.String("addr", ln.Addr().String()))
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	return nil
 }
 
 // requestLog logs each request at debug level (5xx at warn), after it ends.

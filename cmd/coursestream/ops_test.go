@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+const testKey = "test-secret-0123456789abcdef"
+
+var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+func mint(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, append([]string{"token", "--jwt-key", testKey}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("token %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func do(t *testing.T, method, url string, header map[string]string, body string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := noKeepAlive.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return resp, "" // a stream: not read here
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestAuthorization(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--jwt-key", testKey)
+	sub := mint(t, "--course", "c1,c2")
+	pub := mint(t, "--course", "c1", "--publish")
+	expired := mint(t, "--course", "c1", "--ttl", "1ns")
+	event := `{"type":"chapter-update-complete","data":{"chapterId":"x"}}`
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+	for _, tc := range []struct {
+		name, method, path string
+		header             map[string]string
+		body               string
+		want               int
+	}{
+		{"publish without token", "POST", "/v1/courses/c1/events", nil, event, 401},
+		{"publish with a subscriber token", "POST", "/v1/courses/c1/events", bearer(sub), event, 403},
+		{"publish", "POST", "/v1/courses/c1/events", bearer(pub), event, 201},
+		{"publish to another course", "POST", "/v1/courses/c2/events", bearer(pub), event, 403},
+		{"poll without token", "GET", "/v1/courses/c1/poll", nil, "", 401},
+		{"poll with a tampered token", "GET", "/v1/courses/c1/poll", bearer(sub[:len(sub)-2] + "xx"), "", 401},
+		{"poll with an expired token", "GET", "/v1/courses/c1/poll", bearer(expired), "", 401},
+		{"poll a course not in the token", "GET", "/v1/courses/c3/poll", bearer(sub), "", 403},
+		{"poll with the bearer", "GET", "/v1/courses/c1/poll", bearer(sub), "", 200},
+		{"poll with ?token=", "GET", "/v1/courses/c2/poll?token=" + sub, nil, "", 200},
+		{"poll with the cookie", "GET", "/v1/courses/c1/poll", map[string]string{"Cookie": "coursestream_token=" + sub}, "", 200},
+		{"sse without token", "GET", "/v1/courses/c1/events", nil, "", 401},
+		{"sse with ?token=", "GET", "/v1/courses/c1/events?token=" + sub, nil, "", 200},
+		{"sse on a course not in the token", "GET", "/v1/courses/c3/events?token=" + sub, nil, "", 403},
+		{"health needs no token", "GET", "/healthz", nil, "", 200},
+	} {
+		resp, body := do(t, tc.method, s.url(tc.path), tc.header, tc.body)
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, resp.StatusCode, body, tc.want)
+			continue
+		}
+		if tc.want >= 400 {
+			var e struct{ Error string }
+			if json.Unmarshal([]byte(body), &e) != nil || e.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%s: body %q is not a JSON error", tc.name, body)
+			}
+		}
+	}
+}
+
+func TestTokenExpiryEndsStream(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--jwt-key", testKey, "--heartbeat", "100ms")
+	tok := mint(t, "--course", "c1", "--ttl", "2s") // exp has second precision: ends within 1-2 s
+	resp, err := noKeepAlive.Get(s.url("/v1/courses/c1/events?token=" + tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); done <- err }()
+	select {
+	case <-done:
+		t.Logf("stream ended %s after opening", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream still open 10 s after its token expired")
+	}
+}
+
+func TestTokenSubcommandErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"token", "--course", "c1"},
+		{"token", "--jwt-key", "short", "--course", "c1"},
+		{"token", "--jwt-key", testKey},
+		{"token", "--jwt-key", testKey, "--course", "a/b"},
+	} {
+		if code, _, stderr := runCLI(args, nil); code != exitUsage || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d %q, want 2 and one line", args, code, stderr)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--cors-origins", "https://app.example")
+	resp, _ := do(t, "OPTIONS", s.url("/v1/courses/c1/poll"), map[string]string{
+		"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+		"Access-Control-Request-Headers": "authorization, if-none-match, last-event-id",
+	}, "")
+	if resp.StatusCode >= 300 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	allowed := strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers"))
+	for _, h := range []string{"authorization", "if-none-match", "last-event-id"} {
+		if !strings.Contains(allowed, h) {
+			t.Errorf("preflight does not allow %s: %q", h, allowed)
+		}
+	}
+	resp, _ = do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Origin": "https://app.example"}, "")
+	exposed := strings.ToLower(resp.Header.Get("Access-Control-Expose-Headers"))
+	if !strings.Contains(exposed, "etag") || !strings.Contains(exposed, "retry-after") {
+		t.Fatalf("exposed headers %q, want ETag and Retry-After", exposed)
+	}
+	resp, _ = do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Origin": "https://evil.example"}, "")
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("an unlisted origin was allowed")
+	}
+}
+
+func TestMaxConnectionsFallback(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--max-connections", "1")
+	first, err := noKeepAlive.Get(s.url("/v1/courses/c1/events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	resp, body := do(t, "GET", s.url("/v1/courses/c1/events"), nil, "")
+	var e struct{ Error, Fallback string }
+	_ = json.Unmarshal([]byte(body), &e)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || e.Error == "" || e.Fallback != "/v1/courses/c1/poll" {
+		t.Fatalf("got %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// TestMetricsMove scrapes /metrics, parses the text format, and checks
+// that the counters follow what happened.
+func TestMetricsMove(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	stream, err := noKeepAlive.Get(s.url("/v1/courses/c1/events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	r := bufio.NewReader(stream.Body)
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "retry:") { // subscribed
+		t.Fatalf("first line %q", line)
+	}
+	for range 3 {
+		do(t, "POST", s.url("/v1/courses/c1/events"), nil, `{"type":"upload-complete","data":{}}`)
+	}
+	for got := 0; got < 3; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "data:") {
+			got++
+		}
+	}
+	do(t, "GET", s.url("/v1/courses/c1/poll"), nil, "")
+	do(t, "GET", s.url("/v1/courses/c1/poll?after=3"), map[string]string{"If-None-Match": `W/"c1:3"`}, "")
+	resp, body := do(t, "GET", s.url("/metrics"), nil, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		f := families[name]
+		if f == nil {
+			t.Fatalf("no metric %s", name)
+		}
+	next:
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		return -1
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"coursestream_connections", map[string]string{"transport": "sse"}, 1},
+		{"coursestream_events_received_total", nil, 3},
+		{"coursestream_events_delivered_total", map[string]string{"transport": "sse"}, 3},
+		{"coursestream_events_delivered_total", map[string]string{"transport": "poll"}, 3},
+		{"coursestream_polls_total", map[string]string{"code": "200"}, 1},
+		{"coursestream_polls_total", map[string]string{"code": "304"}, 1},
+		{"coursestream_publish_duration_seconds", nil, 3},
+		{"coursestream_delivery_lag_seconds", nil, 3},
+		{"coursestream_events_dropped_total", nil, 0},
+		{"coursestream_resets_total", nil, 0},
+	} {
+		if got := value(c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// TestShutdownWithStreamsAndLongPolls: SIGTERM with SSE streams and a
+// long-poll open: readiness goes first, streams get a final jittered retry
+// and end, the long-poll is answered, and the process exits 0 in time.
+func TestShutdownWithStreamsAndLongPolls(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--retry", "1s", "--drain-jitter", "2s")
+	do(t, "POST", s.url("/v1/courses/c1/events"), nil, `{"type":"upload-complete","data":{}}`)
+	type result struct {
+		retry int
+		id    string
+		err   error
+	}
+	streams := make(chan result, 3)
+	for range 3 {
+		resp, err := noKeepAlive.Get(s.url("/v1/courses/c1/events"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(resp.Body)
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "retry:") {
+			t.Fatalf("first line %q", line)
+		}
+		go func() {
+			defer resp.Body.Close()
+			var res result
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					streams <- res
+					return
+				}
+				if v, ok := strings.CutPrefix(line, "retry: "); ok {
+					res.retry, res.err = strconv.Atoi(strings.TrimSpace(v))
+				}
+				if v, ok := strings.CutPrefix(line, "id: "); ok {
+					res.id = strings.TrimSpace(v)
+				}
+			}
+		}()
+	}
+	longPoll := make(chan int, 1)
+	go func() {
+		resp, err := noKeepAlive.Get(s.url("/v1/courses/c1/poll?after=1&wait=30s"))
+		if err != nil {
+			longPoll <- 0
+			return
+		}
+		resp.Body.Close()
+		longPoll <- resp.StatusCode
+	}()
+	// The long-poll is waiting once the long-poll gauge says so.
+	waitMetric(t, s, `coursestream_connections{transport="longpoll"} 1`)
+
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		res := <-streams
+		if res.err != nil || res.retry < 1000 || res.retry >= 3000 || res.id != "1" {
+			t.Errorf("stream ended with retry %d id %q (%v), want retry in [1000,3000) and id 1", res.retry, res.id, res.err)
+		}
+	}
+	if code := <-longPoll; code != 200 {
+		t.Errorf("long-poll answered %d, want 200", code)
+	}
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+		s.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10 s after SIGTERM")
+	}
+	t.Logf("exited %s after SIGTERM", time.Since(start))
+}
+
+// waitMetric polls /metrics until a line appears (no event says so).
+func waitMetric(t *testing.T, s *server, line string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := do(t, "GET", s.url("/metrics"), nil, "")
+		if strings.Contains(body, line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never showed %q", line)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

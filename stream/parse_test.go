@@ -1,0 +1,42 @@
+package stream
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"coursestream/observer"
+)
+
+// FuzzParseRequest feeds arbitrary course ids, queries and Last-Event-ID
+// headers to the request parser: it never panics, and what it accepts is
+// within the contract's bounds.
+func FuzzParseRequest(f *testing.F) {
+	f.Add("course-123", "types=a,b&coalesce=500ms&lastEventId=7", "12")
+	f.Add("c", "coalesce=10s", "1700000000000-0")
+	f.Add("x", "types=&types=,,&coalesce=0", "")
+	f.Add("-", "%zz", "\x00")
+	f.Fuzz(func(t *testing.T, course, query, lastID string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.URL.RawQuery = query
+		r.SetPathValue("courseId", course)
+		r.Header.Set("Last-Event-ID", lastID)
+		req, err := parseRequest(r)
+		if err != nil {
+			return
+		}
+		if !observer.ValidCourseID(req.course) || req.coalesce < 0 || req.coalesce > MaxCoalesce {
+			t.Fatalf("accepted %+v", req)
+		}
+		for typ := range req.types {
+			if !observer.ValidType(typ) {
+				t.Fatalf("accepted type %q", typ)
+			}
+		}
+		q, _ := url.ParseQuery(query)
+		if lastID == "" && q.Get("lastEventId") == "" && req.resume {
+			t.Fatalf("resume without an id: %+v", req)
+		}
+	})
+}
