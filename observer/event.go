@@ -106,6 +106,11 @@ type Event struct {
 	// polling send exactly these bytes. It never contains a line break.
 	JSON []byte
 
+	// Frame is the event as one SSE frame, "id: <id>\nevent: <type>\n
+	// data: <JSON>\n\n", built once per event and written as is to every
+	// subscriber. JSON is a slice of it.
+	Frame []byte
+
 	// Reset marks a notice rather than a stored event: the course's sequence
 	// cannot continue from what listeners have seen (history lost). ID is
 	// then the course's current last id and JSON is empty.
@@ -179,12 +184,33 @@ func NewEvent(m Message, data json.RawMessage, id uint64, timestamp int64, maxBy
 		ID: id, CourseID: m.CourseID, Type: m.Type, Data: data,
 		OperationID: m.OperationID, Timestamp: timestamp,
 	}
-	ev.JSON = AppendEnvelope(make([]byte, 0, 96+len(m.CourseID)+len(data)+len(m.OperationID)), ev)
-	if len(ev.JSON) > maxBytes {
-		return nil, fmt.Errorf("%w: the envelope is %d bytes, at most %d", ErrTooLarge, len(ev.JSON), maxBytes)
+	frame := appendFrameHead(make([]byte, 0, 128+len(m.CourseID)+2*len(m.Type)+len(data)+len(m.OperationID)), ev)
+	start := len(frame)
+	frame = AppendEnvelope(frame, ev)
+	if n := len(frame) - start; n > maxBytes {
+		return nil, fmt.Errorf("%w: the envelope is %d bytes, at most %d", ErrTooLarge, n, maxBytes)
 	}
+	ev.setFrame(frame, start)
 	ev.Data = ev.JSON[bytes.Index(ev.JSON, []byte(`"data":`))+len(`"data":`):][:len(data)]
 	return ev, nil
+}
+
+// appendFrameHead appends the SSE lines before the data: id and event.
+func appendFrameHead(b []byte, ev *Event) []byte {
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, ev.ID, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, ev.Type...)
+	return append(b, "\ndata: "...)
+}
+
+// setFrame finishes frame (head plus envelope from start) and points JSON
+// into it.
+func (ev *Event) setFrame(frame []byte, start int) {
+	end := len(frame)
+	frame = append(frame, "\n\n"...)
+	ev.Frame = frame
+	ev.JSON = frame[start:end:end]
 }
 
 // AppendEnvelope appends the envelope JSON of ev to b: the contract's field
@@ -257,7 +283,9 @@ func ParseEnvelope(b []byte) (*Event, error) {
 		_ = json.Compact(&buf, b) // b is valid JSON: Unmarshal succeeded
 		b = buf.Bytes()
 	}
-	ev.JSON = b
+	frame := appendFrameHead(make([]byte, 0, 48+len(ev.Type)+len(b)), ev)
+	start := len(frame)
+	ev.setFrame(append(frame, b...), start)
 	return ev, nil
 }
 

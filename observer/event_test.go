@@ -92,6 +92,9 @@ func TestNewEventEnvelope(t *testing.T) {
 	if string(ev.Data) != `{"chapterId":"ch-1"}` {
 		t.Fatalf("Data = %s", ev.Data)
 	}
+	if string(ev.Frame) != "id: 42\nevent: chapter-update-complete\ndata: "+want+"\n\n" {
+		t.Fatalf("frame %q", ev.Frame)
+	}
 	m.OperationID = ""
 	ev, _ = NewEvent(m, data, 1, 5, 0)
 	if strings.Contains(string(ev.JSON), "operationId") {
@@ -129,6 +132,9 @@ func TestParseEnvelope(t *testing.T) {
 	}
 	if ev.ID != 7 || ev.CourseID != "c1" || ev.Type != "upload-progress" || string(ev.Data) != `{"p":1}` || ev.OperationID != "o" || ev.Timestamp != 3 || string(ev.JSON) != good {
 		t.Fatalf("parsed %+v", ev)
+	}
+	if string(ev.Frame) != "id: 7\nevent: upload-progress\ndata: "+good+"\n\n" {
+		t.Fatalf("frame %q", ev.Frame)
 	}
 	multi, err := ParseEnvelope([]byte("{\"id\":\"1\",\n\"courseId\":\"c\",\"type\":\"t\",\"data\":null,\"timestamp\":1}"))
 	if err != nil || strings.Contains(string(multi.JSON), "\n") {
@@ -180,6 +186,9 @@ func FuzzParseEnvelope(f *testing.F) {
 		}
 		if strings.ContainsAny(string(ev.JSON), "\r\n") {
 			t.Fatalf("accepted envelope has a line break: %q", ev.JSON)
+		}
+		if !strings.HasSuffix(string(ev.Frame), "\ndata: "+string(ev.JSON)+"\n\n") || strings.Count(string(ev.Frame), "\n") != 4 {
+			t.Fatalf("frame %q is not one SSE event", ev.Frame)
 		}
 		if !ValidCourseID(ev.CourseID) || !ValidType(ev.Type) || ev.ID == 0 {
 			t.Fatalf("accepted invalid fields: %+v", ev)

@@ -20,6 +20,10 @@ type coalescer struct {
 
 type coalesceKey struct{ typ, subject string }
 
+// newCoalescer is not inlined: inlined, its struct and map would live in
+// the stream's long-lived stack frame.
+//
+//go:noinline
 func newCoalescer(window time.Duration) *coalescer {
 	if window <= 0 {
 		return &coalescer{}

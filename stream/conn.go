@@ -10,49 +10,46 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/r3labs/sse/v2"
-
 	"coursestream/observer"
 )
 
-// conn is one SSE client. Three goroutines touch it:
-//   - the broker's publishing goroutine calls onEvent (must not block);
-//   - the feeder (feed) moves history and queued events to r3labs;
-//   - r3labs' ServeHTTP, on the request goroutine, writes them (writer).
-//
-// The handler owns the feeder: it waits for it before returning.
+// conn is one SSE client. Two goroutines touch it: the broker's publishing
+// goroutine calls onEvent (which never blocks), and the request goroutine
+// runs serve, the only writer to the client.
 type conn struct {
 	h      *Hub
-	id     string // the r3labs stream id, unique per connection
 	req    request
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	w      http.ResponseWriter
 	rc     *http.ResponseController
 
-	ready   chan struct{} // closed once r3labs has registered its subscriber
-	drained chan struct{} // a frame was flushed (cap 1)
-	notify  chan struct{} // the queue or a heartbeat is waiting (cap 1)
-
-	// Bytes of frames: handed to r3labs, written by it, and queued here.
-	// handed-written+queued is what waits for this client.
-	handed, written, queued atomic.Int64
+	notify chan struct{} // the queue, a heartbeat or an end is waiting (cap 1)
+	queued atomic.Int64  // bytes of frames in queue
 
 	mu        sync.Mutex
 	queue     []*observer.Event
-	replaying bool   // catching up from history: events are not queued
-	liveHead  uint64 // highest id announced while replaying
-	beat      bool   // a heartbeat is due
-	ending    error  // end was called: send the final frame, then stop
-	stopped   bool   // no more events are queued
-	finished  bool   // the handler returned: rc must not be used
+	spare     []*observer.Event // the other queue buffer, swapped in by take
+	replaying bool              // catching up from history: events are not queued
+	liveHead  uint64            // highest id announced while replaying
+	beat      bool              // a heartbeat is due
+	ending    error             // end was called: send the final frame, then stop
+	stopped   bool              // no more events are queued
+	finished  bool              // the handler returned: rc must not be used
+
+	armed time.Time // the write deadline last set; request goroutine only
+
+	// Set by Hub.open, released by Hub.close.
+	unsubscribe func()
+	stopAfter   func() bool
+	ageTimer    *time.Timer
+	opened      time.Time
 }
 
-func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request, rc *http.ResponseController) *conn {
+func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request, w http.ResponseWriter) *conn {
 	return &conn{
-		h: h, id: "c" + strconv.FormatUint(h.nextID.Add(1), 10), req: req,
-		ctx: ctx, cancel: cancel, rc: rc,
-		ready: make(chan struct{}), drained: make(chan struct{}, 1), notify: make(chan struct{}, 1),
-		replaying: true,
+		h: h, req: req, ctx: ctx, cancel: cancel, w: w, rc: http.NewResponseController(w),
+		notify: make(chan struct{}, 1), replaying: true,
 	}
 }
 
@@ -82,8 +79,8 @@ func (c *conn) startPosition(ctx context.Context) (start, error) {
 
 // onEvent is the observer listener. It never blocks: while replaying it
 // only notes the newest id; live, it queues the event, and a client whose
-// queue would pass Config.ClientBuffer is disconnected (it resumes with
-// Last-Event-ID).
+// waiting frames would pass Config.ClientBuffer is disconnected (it resumes
+// with Last-Event-ID).
 func (c *conn) onEvent(ev *observer.Event) {
 	c.mu.Lock()
 	if c.stopped {
@@ -101,8 +98,8 @@ func (c *conn) onEvent(ev *observer.Event) {
 		c.mu.Unlock()
 		return
 	}
-	size := int64(eventSize(ev))
-	if pending := c.queued.Load() + c.inFlight(); pending > 0 && pending+size > int64(c.h.cfg.ClientBuffer) {
+	size := int64(len(ev.Frame))
+	if q := c.queued.Load(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
 		dropped := len(c.queue) + 1
 		c.mu.Unlock()
 		c.h.cfg.Metrics.Dropped(dropped)
@@ -129,11 +126,8 @@ func (c *conn) wake() {
 	}
 }
 
-func (c *conn) inFlight() int64 { return c.handed.Load() - c.written.Load() }
-
-// stop ends the stream now: the request context is cancelled (r3labs then
-// removes its subscriber) and a write blocked on a peer that does not read
-// is interrupted.
+// stop ends the stream now: the request context is cancelled and a write
+// blocked on a peer that does not read is interrupted.
 func (c *conn) stop(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -144,9 +138,9 @@ func (c *conn) stop(cause error) {
 	}
 }
 
-// end ends the stream on purpose (shutdown, age): the feeder sends a final
-// frame with a jittered retry: and stops. A client that does not take the
-// frame within drainTimeout is cut anyway.
+// end ends the stream on purpose (shutdown, age): serve sends a final frame
+// with a jittered retry: and returns. A client that does not take the frame
+// within drainTimeout is cut anyway.
 func (c *conn) end(cause error) {
 	c.mu.Lock()
 	first := c.ending == nil && !c.stopped
@@ -167,108 +161,105 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 }
 
-// feed sends the stream's frames: the reset or replay, then live events,
-// until the context ends.
-func (c *conn) feed(st start) {
-	select {
-	case <-c.ready:
-	case <-c.ctx.Done():
-		return
-	}
-	co := newCoalescer(c.req.coalesce)
-	pos := st.pos
-	if st.reset && !c.sendReset(pos) {
-		return
-	}
-	if !c.catchUp(&pos, st.page, co) {
-		return
-	}
+// take returns the queued events and what else is due, and empties the
+// queue (the two buffers alternate: no allocation once they have grown).
+func (c *conn) take() (batch []*observer.Event, beat bool, ending error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	batch, beat, ending = c.queue, c.beat, c.ending
+	c.queue, c.spare = c.spare[:0], batch
+	c.beat = false
+	return batch, beat, ending
+}
 
+// serve writes the stream until the context ends: the retry: frame, then
+// the reset or replay, then live events. It runs on the request goroutine;
+// the work is in begin and deliver so that the frame left on the stack
+// while serve waits is small.
+func (c *conn) serve(st start) {
+	co := newCoalescer(c.req.coalesce)
+	pos, ok := c.begin(st, co)
 	var window <-chan time.Time
-	for {
+	for ok {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-window:
 			window = nil
-			if !c.sendAll(co.flush()) {
-				return
-			}
-			continue
+			ok = c.writeEvents(co.flush()) && c.flush()
 		case <-c.notify:
-		}
-		c.mu.Lock()
-		batch, beat, ending := c.queue, c.beat, c.ending
-		c.queue, c.beat = nil, false
-		c.mu.Unlock()
-		for _, ev := range batch {
-			size := int64(eventSize(ev))
-			switch {
-			case ev.Reset:
-				if !c.sendAll(co.flush()) || !c.sendReset(ev.ID) {
-					return
-				}
-				pos = ev.ID
-			case ev.ID <= pos:
-				// already sent from history
-			case co.enabled():
-				pos = ev.ID
-				if co.add(ev) && window == nil {
-					window = co.start()
-				}
-			default:
-				pos = ev.ID
-				if !c.sendEvent(ev, c.h.cfg.ClientBuffer) {
-					return
-				}
-			}
-			c.queued.Add(-size)
-		}
-		if beat && !c.send(heartbeatEvent, c.h.cfg.ClientBuffer) {
-			return
-		}
-		if ending != nil {
-			c.sendAll(co.flush())
-			c.finalFrame(pos, ending)
-			return
+			ok = c.deliver(&pos, co, &window)
 		}
 	}
 }
 
-// finalFrame tells the client when to come back, then stops the stream
-// once the frame is written (or drainTimeout passes). The frame keeps the
-// client's id (id: pos), so the reconnection resumes where it is; its event
-// name cannot be a course event type, so no listener fires.
-func (c *conn) finalFrame(pos uint64, cause error) {
-	jitter := time.Duration(rand.Int64N(int64(c.h.cfg.DrainJitter)))
-	retry := strconv.AppendInt(nil, (c.h.cfg.Retry + jitter).Milliseconds(), 10)
-	if c.send(&sse.Event{ID: formatID(pos), Event: []byte(drainEvent), Data: []byte("{}"), Retry: retry}, c.h.cfg.ClientBuffer) {
-		timeout := time.NewTimer(drainTimeout)
-		defer timeout.Stop()
-		for c.inFlight() > 0 {
-			select {
-			case <-c.drained:
-			case <-timeout.C:
-				c.stop(cause)
-				return
-			case <-c.ctx.Done():
-				return
-			}
-		}
+// begin writes the headers and the retry: frame, then the reset or the
+// replay, and switches the connection to live events.
+//
+//go:noinline
+func (c *conn) begin(st start, co *coalescer) (pos uint64, ok bool) {
+	h := c.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	c.w.WriteHeader(http.StatusOK)
+	if !c.write(c.h.retry) || !c.flush() {
+		return 0, false
 	}
-	c.stop(cause)
+	pos = st.pos
+	if st.reset && !c.writeReset(pos) {
+		return 0, false
+	}
+	return pos, c.catchUp(&pos, st.page, co)
 }
 
-// drainEvent names the final frame of a stream ended on purpose. The colon
-// keeps it outside the pattern of course event types.
-const drainEvent = "coursestream:drain"
+// deliver writes what was queued since the last call and flushes once.
+// It reports false when the stream has ended.
+//
+//go:noinline
+func (c *conn) deliver(pos *uint64, co *coalescer, window *<-chan time.Time) bool {
+	batch, beat, ending := c.take()
+	defer clear(batch) // drop the references the spare buffer would keep
+	for _, ev := range batch {
+		size := int64(len(ev.Frame))
+		switch {
+		case ev.Reset:
+			if !c.writeEvents(co.flush()) || !c.writeReset(ev.ID) {
+				return false
+			}
+			*pos = ev.ID
+		case ev.ID <= *pos:
+			// already sent from history
+		case co.enabled():
+			*pos = ev.ID
+			if co.add(ev) && *window == nil {
+				*window = co.start()
+			}
+		default:
+			*pos = ev.ID
+			if !c.writeEvent(ev) {
+				return false
+			}
+		}
+		c.queued.Add(-size)
+	}
+	if beat && !c.write(heartbeatFrame) {
+		return false
+	}
+	if ending != nil {
+		c.writeEvents(co.flush())
+		c.finalFrame(ending)
+		return false
+	}
+	return c.flush()
+}
 
 // catchUp replays history after *pos until it meets the live events, then
 // switches the connection to live queueing. History, not the queue, holds
 // what a replaying client has not seen, so a long replay never overflows.
 func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
-	window := int64(c.h.cfg.ClientBuffer / 4) // leave room for live events queued meanwhile
 	for {
+		replayed := 0
 		for _, ev := range page.Events {
 			if ev.ID <= *pos {
 				continue
@@ -277,21 +268,25 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 			if !c.req.types.Has(ev.Type) {
 				continue
 			}
-			c.h.cfg.Metrics.Replayed(1)
+			replayed++
 			if co.enabled() {
 				co.add(ev)
-			} else if !c.sendEvent(ev, int(window)) {
+			} else if !c.writeEvent(ev) {
 				return false
 			}
 		}
-		if !c.sendAll(co.flush()) {
+		c.h.cfg.Metrics.Replayed(replayed)
+		if !c.writeEvents(co.flush()) {
 			return false
 		}
 		if page.Reset {
-			if !c.sendReset(page.LastID) {
+			if !c.writeReset(page.LastID) {
 				return false
 			}
 			*pos = page.LastID
+		}
+		if !c.flush() {
+			return false
 		}
 		c.mu.Lock()
 		if !page.More() && c.liveHead <= *pos {
@@ -323,167 +318,88 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 	}
 }
 
-func (c *conn) sendAll(evs []*observer.Event) bool {
+// writeEvents writes frames without flushing.
+func (c *conn) writeEvents(evs []*observer.Event) bool {
 	for _, ev := range evs {
-		if !c.sendEvent(ev, c.h.cfg.ClientBuffer) {
+		if !c.writeEvent(ev) {
 			return false
 		}
 	}
 	return true
 }
 
-// sendEvent sends one event's frame and counts it as delivered.
-func (c *conn) sendEvent(ev *observer.Event, window int) bool {
-	if !c.send(c.frame(ev), window) {
+// writeEvent writes one event's frame, shared by every subscriber, and
+// counts it as delivered.
+func (c *conn) writeEvent(ev *observer.Event) bool {
+	if !c.write(ev.Frame) {
 		return false
 	}
 	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
 	return true
 }
 
-func (c *conn) sendReset(last uint64) bool {
-	id := formatID(last)
-	data := make([]byte, 0, 48+len(c.req.course))
-	data = append(data, `{"courseId":"`...)
-	data = append(data, c.req.course...)
-	data = append(data, `","lastEventId":"`...)
-	data = append(data, id...)
-	data = append(data, `"}`...)
+func (c *conn) writeReset(last uint64) bool {
+	id := strconv.AppendUint(nil, last, 10)
+	b := make([]byte, 0, 96+len(c.req.course))
+	b = append(b, "id: "...)
+	b = append(b, id...)
+	b = append(b, "\nevent: "+observer.TypeReset+"\ndata: {\"courseId\":\""...)
+	b = append(b, c.req.course...)
+	b = append(b, `","lastEventId":"`...)
+	b = append(b, id...)
+	b = append(b, "\"}\n\n"...)
 	c.h.cfg.Metrics.ResetSent()
-	return c.send(&sse.Event{ID: id, Event: []byte(observer.TypeReset), Data: data}, c.h.cfg.ClientBuffer)
+	return c.write(b)
 }
 
-func (c *conn) frame(ev *observer.Event) *sse.Event {
-	return &sse.Event{ID: formatID(ev.ID), Event: []byte(ev.Type), Data: ev.JSON}
-}
-
-var heartbeatEvent = &sse.Event{Comment: []byte("hb")}
-
-// send hands e to r3labs once the bytes in flight leave room for it within
-// window (a frame is always sent when nothing is in flight). It reports
-// false when the stream has ended.
-func (c *conn) send(e *sse.Event, window int) bool {
-	size := int64(wireSize(e))
-	for {
-		in := c.inFlight()
-		if in <= 0 || in+size <= int64(window) {
-			break
-		}
-		select {
-		case <-c.drained:
-		case <-c.ctx.Done():
-			return false
-		}
+// finalFrame tells the client when to come back (Config.Retry plus a random
+// share of Config.DrainJitter, so that clients spread their reconnections),
+// flushes, and stops the stream.
+func (c *conn) finalFrame(cause error) {
+	jitter := time.Duration(rand.Int64N(int64(c.h.cfg.DrainJitter)))
+	b := append([]byte(": "+cause.Error()+"\nretry: "), strconv.AppendInt(nil, (c.h.cfg.Retry+jitter).Milliseconds(), 10)...)
+	if c.write(append(b, "\n\n"...)) {
+		c.flush()
 	}
-	if c.ctx.Err() != nil {
+	c.stop(cause)
+}
+
+var heartbeatFrame = []byte(": hb\n\n")
+
+// write writes p to the client (buffered by net/http until flush), with the
+// write deadline armed. An error stops the stream.
+func (c *conn) write(p []byte) bool {
+	c.arm()
+	if _, err := c.w.Write(p); err != nil {
+		c.stop(err)
 		return false
 	}
-	c.handed.Add(size)
-	c.h.sse.Publish(c.id, e) // returns at once unless r3labs' hand-off is full; ends with the stream
 	return true
 }
 
-// wireSize is the number of bytes r3labs writes for e (http.go, v2.10.0):
-// "id: ", "data: ", "event: " lines for data events, ": " for a comment,
-// then a blank line. It must match exactly: the in-flight count relies on it.
-func wireSize(e *sse.Event) int {
-	n := 1
-	if len(e.Data) > 0 {
-		n += len("id: \n") + len(e.ID) + len("data: \n") + len(e.Data)
-		if len(e.Event) > 0 {
-			n += len("event: \n") + len(e.Event)
-		}
-		if len(e.Retry) > 0 {
-			n += len("retry: \n") + len(e.Retry)
-		}
+func (c *conn) flush() bool {
+	c.arm()
+	if err := c.rc.Flush(); err != nil {
+		c.stop(err)
+		return false
 	}
-	if len(e.Comment) > 0 {
-		n += len(": \n") + len(e.Comment)
-	}
-	return n
-}
-
-// eventSize is wireSize of an event's frame, without building it.
-func eventSize(ev *observer.Event) int {
-	if ev.Reset {
-		return 96 + len(ev.CourseID)
-	}
-	digits := 1
-	for v := ev.ID; v >= 10; v /= 10 {
-		digits++
-	}
-	return 1 + len("id: \n") + digits + len("data: \n") + len(ev.JSON) + len("event: \n") + len(ev.Type)
-}
-
-// writer sits between r3labs and the ResponseWriter: it sends the retry
-// frame right after the 200 (r3labs only writes retry with data), tells the
-// feeder when r3labs' subscriber is registered (r3labs writes the header
-// just after registering it) and counts what is written and flushed.
-//
-// It also arms a write deadline (Config.WriteTimeout) so that a peer that
-// takes no bytes is dropped, and stops the stream on the first write error
-// (r3labs ignores them).
-type writer struct {
-	http.ResponseWriter
-	c           *conn
-	retry       []byte
-	wroteHeader bool
-	armed       time.Time // the write deadline last set
-}
-
-func (w *writer) WriteHeader(code int) {
-	if w.wroteHeader {
-		return
-	}
-	w.wroteHeader = true
-	w.arm()
-	w.ResponseWriter.WriteHeader(code)
-	if code == http.StatusOK {
-		_, _ = w.ResponseWriter.Write(w.retry)
-		close(w.c.ready)
-	}
-}
-
-func (w *writer) Write(p []byte) (int, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	w.arm()
-	n, err := w.ResponseWriter.Write(p)
-	w.c.written.Add(int64(n))
-	if err != nil {
-		w.c.stop(err)
-	}
-	return n, err
-}
-
-func (w *writer) Flush() {
-	w.arm()
-	if err := w.c.rc.Flush(); err != nil {
-		w.c.stop(err)
-	}
-	select {
-	case w.c.drained <- struct{}{}:
-	default:
-	}
+	return true
 }
 
 // arm pushes the write deadline forward once half of it has passed (a
-// deadline per write would cost a runtime call each). A stopped stream
-// keeps the deadline stop set.
-func (w *writer) arm() {
+// deadline per write would cost a runtime call each), so that a peer that
+// takes no bytes for Config.WriteTimeout is dropped. A stopped stream keeps
+// the deadline stop set.
+func (c *conn) arm() {
 	now := time.Now()
-	timeout := w.c.h.cfg.WriteTimeout
-	if now.Before(w.armed.Add(-timeout / 2)) {
+	timeout := c.h.cfg.WriteTimeout
+	if now.Before(c.armed.Add(-timeout / 2)) {
 		return
 	}
-	w.c.mu.Lock()
-	if !w.c.stopped {
-		w.armed = now.Add(timeout)
-		_ = w.c.rc.SetWriteDeadline(w.armed)
+	c.mu.Lock()
+	if !c.stopped {
+		c.armed = now.Add(timeout)
+		_ = c.rc.SetWriteDeadline(c.armed)
 	}
-	w.c.mu.Unlock()
+	c.mu.Unlock()
 }
-
-// Unwrap lets http.ResponseController reach the connection.
-func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }

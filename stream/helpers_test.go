@@ -48,7 +48,6 @@ func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 		srv.Close()
 		cancel()
 		<-ran
-		h.Close()
 	})
 	return e
 }

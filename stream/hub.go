@@ -7,12 +7,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/r3labs/sse/v2"
 
 	"coursestream/internal/httpjson"
 	"coursestream/observer"
@@ -56,25 +53,23 @@ type Config struct {
 }
 
 // Hub serves GET /v1/courses/{courseId}/events: one SSE stream per request,
-// fed from the broker. It owns an r3labs/sse server used for the wire side
-// (headers, framing, flushing), with one r3labs stream per connection so
-// that a slow client never holds up another; fan-out, replay, filtering,
-// coalescing and backpressure are done here.
+// fed from the broker. Each stream is written by its own request goroutine
+// and nothing else: the broker's listener only appends the event to the
+// connection's bounded queue, so a slow client never holds up another.
+// Frames are encoded once per event (observer.Event.Frame) and written as
+// they are to every subscriber.
 //
-// Run sends the heartbeats; Drain ends every stream (at shutdown); Close
-// releases the r3labs server once every handler has returned.
+// Run sends the heartbeats; Drain ends every stream (at shutdown).
 type Hub struct {
 	cfg    Config
 	broker observer.Broker
 	log    *slog.Logger
-	sse    *sse.Server
 	retry  []byte // the first frame of every stream
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
 
-	nextID atomic.Uint64
 	active atomic.Int64
 }
 
@@ -101,15 +96,8 @@ func New(b observer.Broker, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := sse.New()
-	s.AutoReplay = false // ids and history are ours; its log is unbounded and rewrites ids
-	s.AutoStream = false // streams are created per connection, by us
-	s.SplitData = false  // envelopes are single-line JSON
-	s.EncodeBase64 = false
-	s.BufferSize = 16 // our queue is the real buffer; this is a hand-off
-	s.Headers["X-Accel-Buffering"] = "no"
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger, sse: s,
+		cfg: cfg, broker: b, log: cfg.Logger,
 		retry: fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds()),
 		conns: make(map[*conn]struct{}),
 	}
@@ -148,10 +136,6 @@ func (h *Hub) Drain() {
 		c.end(errShutdown)
 	}
 }
-
-// Close releases the r3labs server. Call it after the HTTP server has
-// stopped and every handler has returned.
-func (h *Hub) Close() { h.sse.Close() }
 
 func (h *Hub) snapshot() []*conn {
 	h.mu.Lock()
@@ -193,87 +177,97 @@ var (
 )
 
 // ServeHTTP implements http.Handler for GET /v1/courses/{courseId}/events.
+//
+// It is split in three so that the frame that stays on the stack for the
+// life of the stream is small: setup and teardown happen in functions that
+// have returned by the time serve blocks. A stream's goroutine stack then
+// shrinks to 8 KiB, which is most of what an idle connection costs.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, st := h.open(w, r)
+	if c == nil {
+		return
+	}
+	c.serve(st)
+	h.close(c)
+}
+
+// open validates and registers the request, subscribes it to the broker
+// and reads where it starts. On failure it answers the request itself and
+// returns a nil conn.
+//
+//go:noinline
+func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	req, err := parseRequest(r)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, start{}
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
-	c := newConn(h, ctx, cancel, req, http.NewResponseController(w))
-	defer c.finish()
+	c := newConn(h, ctx, cancel, req, w)
 	if full, refused := h.register(c); refused != nil {
+		c.finish()
+		cancel(nil)
 		w.Header().Set("Retry-After", "1")
 		if !full {
 			httpjson.Error(w, http.StatusServiceUnavailable, refused.Error())
-			return
+			return nil, start{}
 		}
 		// Steer this client to polling (the browser library follows it).
 		httpjson.Write(w, http.StatusServiceUnavailable, struct {
 			Error    string `json:"error"`
 			Fallback string `json:"fallback"`
 		}{refused.Error(), "/v1/courses/" + req.course + "/poll"})
-		return
+		return nil, start{}
 	}
 	h.cfg.Metrics.StreamOpened()
-	defer func() {
-		h.unregister(c)
-		h.cfg.Metrics.StreamClosed(closeReason(ctx))
-	}()
 	// However the context ends (client gone, token expired, stop), a write
 	// blocked on the client is interrupted.
-	defer context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })()
+	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
 	if h.cfg.MaxStreamAge > 0 {
 		age := time.Duration(float64(h.cfg.MaxStreamAge) * (0.8 + 0.2*rand.Float64()))
-		defer time.AfterFunc(age, func() { c.end(errMaxAge) }).Stop()
+		c.ageTimer = time.AfterFunc(age, func() { c.end(errMaxAge) })
 	}
 
 	// Subscribe first, then read where to start: an event is either in
 	// what we read or delivered to the listener (or both; dropped by id).
-	unsubscribe, err := h.broker.Subscribe(ctx, req.course, c.onEvent)
-	if err != nil {
-		h.unavailable(w, r, err)
-		return
+	c.unsubscribe, err = h.broker.Subscribe(ctx, req.course, c.onEvent)
+	var st start
+	if err == nil {
+		st, err = c.startPosition(ctx)
 	}
-	defer unsubscribe()
-	start, err := c.startPosition(ctx)
 	if err != nil {
+		h.close(c)
 		h.unavailable(w, r, err)
-		return
+		return nil, start{}
 	}
-
 	if h.log.Enabled(ctx, slog.LevelDebug) {
 		h.log.LogAttrs(ctx, slog.LevelDebug, "stream open", slog.String("course", req.course),
-			slog.String("conn", c.id), slog.Uint64("from", start.pos), slog.Bool("reset", start.reset))
+			slog.Uint64("from", st.pos), slog.Bool("reset", st.reset))
 	}
-	opened := time.Now()
+	c.opened = time.Now()
+	_ = c.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; serve arms its own
+	return c, st
+}
 
-	h.sse.CreateStream(c.id)
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		c.feed(start)
-	}()
-
-	// r3labs reads the stream from ?stream=: always ours, whatever the client sent.
-	r2 := r.Clone(ctx)
-	q := r2.URL.Query()
-	q.Set("stream", c.id)
-	r2.URL.RawQuery = q.Encode()
-	r2.Header.Del("Last-Event-ID")         // handled above; r3labs would 400 a non-integer
-	_ = c.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; writer arms its own
-	h.sse.ServeHTTP(&writer{ResponseWriter: w, c: c, retry: h.retry}, r2)
-
-	// ServeHTTP returns once its subscriber is removed, so the stream has
-	// no subscriber left and removing it leaks nothing.
-	cancel(nil)
-	h.sse.RemoveStream(c.id)
-	<-fed
-
-	if h.log.Enabled(ctx, slog.LevelDebug) {
-		h.log.LogAttrs(context.Background(), slog.LevelDebug, "stream close", slog.String("course", req.course),
-			slog.String("conn", c.id), slog.Duration("open", time.Since(opened)), slog.Any("cause", context.Cause(ctx)))
+// close releases what open took, in reverse order.
+//
+//go:noinline
+func (h *Hub) close(c *conn) {
+	if c.unsubscribe != nil {
+		c.unsubscribe()
+	}
+	if c.ageTimer != nil {
+		c.ageTimer.Stop()
+	}
+	c.stopAfter()
+	c.finish()
+	reason := closeReason(c.ctx)
+	c.cancel(nil)
+	h.unregister(c)
+	h.cfg.Metrics.StreamClosed(reason)
+	if h.log.Enabled(c.ctx, slog.LevelDebug) {
+		h.log.LogAttrs(context.Background(), slog.LevelDebug, "stream close", slog.String("course", c.req.course),
+			slog.Duration("open", time.Since(c.opened)), slog.String("reason", reason))
 	}
 }
 
@@ -354,6 +348,3 @@ func truncate(s string) string {
 	}
 	return s
 }
-
-// formatID is the decimal form of an id, as on the wire.
-func formatID(id uint64) []byte { return strconv.AppendUint(nil, id, 10) }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"coursestream/internal/httpjson"
@@ -85,7 +86,7 @@ func (p *Publisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	httpjson.Write(w, http.StatusCreated, struct {
 		ID string `json:"id"`
-	}{string(formatID(ev.ID))})
+	}{strconv.FormatUint(ev.ID, 10)})
 }
 
 // decodePublish turns a request body into a message, with a clear error.

@@ -123,7 +123,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 		runErr = err
 	}
-	hub.Close()
 	if runErr == nil {
 		log.Info("stopped")
 	}
@@ -259,23 +258,30 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) error {
 }
 
 // requestLog logs each request at debug level (5xx at warn), after it ends.
+// Its frame stays on an SSE stream's stack for the stream's life, so the
+// logging itself is in a separate function.
 func requestLog(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor) // keeps Flush and Unwrap
 			next.ServeHTTP(ww, r)
-			level := slog.LevelDebug
-			if ww.Status() >= 500 {
-				level = slog.LevelWarn
-			}
-			if log.Enabled(r.Context(), level) {
-				log.LogAttrs(context.Background(), level, "request",
-					slog.String("method", r.Method), slog.String("path", r.URL.Path),
-					slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
-					slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
-			}
+			logRequest(log, r, ww, start)
 		})
+	}
+}
+
+//go:noinline
+func logRequest(log *slog.Logger, r *http.Request, ww middleware.WrapResponseWriter, start time.Time) {
+	level := slog.LevelDebug
+	if ww.Status() >= 500 {
+		level = slog.LevelWarn
+	}
+	if log.Enabled(r.Context(), level) {
+		log.LogAttrs(context.Background(), level, "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 	}
 }
 

@@ -190,29 +190,41 @@ func Middleware(a *Authorizer, access Access) func(http.Handler) http.Handler {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			course := r.PathValue("courseId")
-			if !observer.ValidCourseID(course) {
-				httpjson.Error(w, http.StatusBadRequest, "invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+			r, cancel := a.admit(w, r, access)
+			if r == nil {
 				return
 			}
-			exp, err := a.Check(r, course, access)
-			switch {
-			case errors.Is(err, ErrForbidden):
-				httpjson.Error(w, http.StatusForbidden, err.Error())
-				return
-			case err != nil:
-				w.Header().Set("WWW-Authenticate", `Bearer realm="coursestream"`)
-				httpjson.Error(w, http.StatusUnauthorized, err.Error())
-				return
-			}
-			if !exp.IsZero() {
-				ctx, cancel := context.WithDeadlineCause(r.Context(), exp, errExpired)
-				defer cancel()
-				r = r.WithContext(ctx)
-			}
-			next.ServeHTTP(w, r)
+			defer cancel()
+			next.ServeHTTP(w, r) // an SSE stream stays in here: keep this frame small
 		})
 	}
+}
+
+// admit checks r and returns it with the token's deadline, or answers the
+// error itself and returns nil.
+//
+//go:noinline
+func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access) (*http.Request, context.CancelFunc) {
+	course := r.PathValue("courseId")
+	if !observer.ValidCourseID(course) {
+		httpjson.Error(w, http.StatusBadRequest, "invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+		return nil, nil
+	}
+	exp, err := a.Check(r, course, access)
+	switch {
+	case errors.Is(err, ErrForbidden):
+		httpjson.Error(w, http.StatusForbidden, err.Error())
+		return nil, nil
+	case err != nil:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="coursestream"`)
+		httpjson.Error(w, http.StatusUnauthorized, err.Error())
+		return nil, nil
+	}
+	if exp.IsZero() {
+		return r, func() {}
+	}
+	ctx, cancel := context.WithDeadlineCause(r.Context(), exp, errExpired)
+	return r.WithContext(ctx), cancel
 }
 
 // errExpired is the cause of a request context ended by its token's expiry.

@@ -1,0 +1,157 @@
+// Command csload measures a running coursestream: it opens N SSE clients
+// (or N pollers) over C courses at a paced rate, publishes M events at rate
+// R over HTTP (or Redis FCALL) with the send time in the data, checks every
+// client's ids (no loss, no duplicate, in order) and reports connections,
+// loss, latency percentiles, and, given the server's pid, its RSS per
+// connection and CPU per delivery.
+//
+//	csload sse   [flags]   SSE subscribers + publisher (the default)
+//	csload poll  [flags]   ETag pollers + publisher
+//	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
+//
+// It targets loopback only unless --allow-remote, and every run ends by
+// itself (--timeout).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "csload:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "csload:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+// config is the run configuration.
+type config struct {
+	Server      string
+	Clients     int
+	Courses     int
+	Ramp        int // connections per second
+	Events      int
+	Rate        float64 // events per second, all courses together
+	Payload     int     // bytes of padding in each event
+	Publish     string  // http or fcall
+	RedisURL    string
+	Token       string
+	PID         int
+	Timeout     time.Duration
+	Settle      time.Duration // wait after connecting before publishing
+	Drain       time.Duration // wait for the last deliveries after publishing
+	PollEvery   time.Duration
+	Concurrency int // publisher goroutines
+	AllowRemote bool
+	CoursePfx   string
+	JSON        bool
+	Addr        string // floor: listen address
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	mode := "sse"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		mode, args = args[0], args[1:]
+	}
+	var c config
+	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
+	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "coursestream base URL")
+	fs.IntVar(&c.Clients, "clients", 1000, "SSE clients (sse) or pollers (poll)")
+	fs.IntVar(&c.Courses, "courses", 1, "courses the clients spread over")
+	fs.IntVar(&c.Ramp, "ramp", 2000, "new connections per second")
+	fs.IntVar(&c.Events, "events", 100, "events to publish")
+	fs.Float64Var(&c.Rate, "rate", 100, "events per second (all courses)")
+	fs.IntVar(&c.Payload, "payload", 64, "padding bytes per event")
+	fs.StringVar(&c.Publish, "publish", "http", "http or fcall")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis for --publish fcall")
+	fs.StringVar(&c.Token, "token", "", "token for subscribing and publishing (servers with --jwt-key)")
+	fs.IntVar(&c.PID, "pid", 0, "server pid: report its RSS per connection and CPU per delivery")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "the whole run ends after this")
+	fs.DurationVar(&c.Settle, "settle", 2*time.Second, "pause between connecting and publishing")
+	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
+	fs.DurationVar(&c.PollEvery, "poll-every", time.Second, "poll mode: interval between polls of one poller")
+	fs.IntVar(&c.Concurrency, "publishers", 4, "publisher goroutines")
+	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a non-loopback server")
+	fs.StringVar(&c.CoursePfx, "course-prefix", "", "course id prefix (default: a fresh one per run)")
+	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if mode == "floor" {
+		return serveFloor(ctx, c.Addr, out)
+	}
+	if err := c.check(); err != nil {
+		return usageError{err}
+	}
+	if c.CoursePfx == "" {
+		c.CoursePfx = fmt.Sprintf("load-%d-", time.Now().UnixNano()%1e9)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	var rep *report
+	var err error
+	switch mode {
+	case "sse":
+		rep, err = runSSE(ctx, c)
+	case "poll":
+		rep, err = runPoll(ctx, c)
+	default:
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll or floor", mode)}
+	}
+	if rep != nil {
+		rep.print(out, c.JSON)
+	}
+	if err == nil && rep != nil && (rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0) {
+		err = fmt.Errorf("invariant broken: %d lost, %d duplicates, %d out of order", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	}
+	return err
+}
+
+func (c *config) check() error {
+	u, err := url.Parse(c.Server)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--server %q: want http://HOST:PORT", c.Server)
+	}
+	if !c.AllowRemote {
+		host := u.Hostname()
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("--server %s is not loopback; pass --allow-remote to load another machine", c.Server)
+		}
+	}
+	switch {
+	case c.Clients < 1 || c.Courses < 1 || c.Courses > c.Clients:
+		return errors.New("want --clients >= --courses >= 1")
+	case c.Ramp < 1 || c.Rate <= 0 || c.Events < 0 || c.Concurrency < 1:
+		return errors.New("want --ramp, --rate, --publishers positive and --events >= 0")
+	case c.Publish != "http" && c.Publish != "fcall":
+		return errors.New("--publish is http or fcall")
+	case c.Publish == "fcall" && c.RedisURL == "":
+		return errors.New("--publish fcall needs --redis-url")
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report is what a run measured.
+type report struct {
+	Mode          string  `json:"mode"`
+	Clients       int     `json:"clients"`
+	Courses       int     `json:"courses"`
+	Events        int     `json:"events"`
+	Rate          float64 `json:"rate"`
+	Payload       int     `json:"payload"`
+	Publish       string  `json:"publish"`
+	Connected     int     `json:"connected"`
+	ConnectFailed int     `json:"connectFailed"`
+	// ConnectSeconds is how long the paced ramp took.
+	ConnectSeconds float64       `json:"connectSeconds"`
+	ConnectP50     time.Duration `json:"connectP50"`
+	ConnectP99     time.Duration `json:"connectP99"`
+	Published      int           `json:"published"`
+	PublishSeconds float64       `json:"publishSeconds"`
+	Expected       int           `json:"expected"`
+	Received       int           `json:"received"`
+	Lost           int           `json:"lost"`
+	Duplicates     int           `json:"duplicates"`
+	OutOfOrder     int           `json:"outOfOrder"`
+	Resets         int           `json:"resets"`
+	LatencyP50     time.Duration `json:"latencyP50"`
+	LatencyP90     time.Duration `json:"latencyP90"`
+	LatencyP99     time.Duration `json:"latencyP99"`
+	LatencyMax     time.Duration `json:"latencyMax"`
+	// Server figures, with --pid.
+	ServerRSSMiB         float64 `json:"serverRssMiB,omitempty"`
+	RSSPerConnKiB        float64 `json:"rssPerConnKiB,omitempty"`
+	ServerCPUSeconds     float64 `json:"serverCpuSeconds,omitempty"`
+	CPUPerDeliveryMicros float64 `json:"cpuPerDeliveryMicros,omitempty"`
+	// Poll mode.
+	Requests   int     `json:"requests,omitempty"`
+	NotModOK   int     `json:"notModified,omitempty"`
+	RequestsPS float64 `json:"requestsPerSecond,omitempty"`
+}
+
+func (r *report) print(w io.Writer, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r)
+		return
+	}
+	fmt.Fprintf(w, "mode %s: %d clients over %d courses, %d events at %.0f/s (%d B padding, %s)\n",
+		r.Mode, r.Clients, r.Courses, r.Events, r.Rate, r.Payload, r.Publish)
+	fmt.Fprintf(w, "connections: %d ok, %d failed in %.1fs; connect p50 %s p99 %s\n",
+		r.Connected, r.ConnectFailed, r.ConnectSeconds, ms(r.ConnectP50), ms(r.ConnectP99))
+	fmt.Fprintf(w, "published %d in %.1fs; deliveries expected %d, received %d\n", r.Published, r.PublishSeconds, r.Expected, r.Received)
+	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d\n", r.Lost, r.Duplicates, r.OutOfOrder)
+	fmt.Fprintf(w, "latency p50 %s p90 %s p99 %s max %s\n", ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99), ms(r.LatencyMax))
+	if r.Requests > 0 {
+		fmt.Fprintf(w, "polls: %d requests (%d x 304), %.0f/s\n", r.Requests, r.NotModOK, r.RequestsPS)
+	}
+	if r.ServerRSSMiB > 0 {
+		fmt.Fprintf(w, "server: RSS %.1f MiB, %.1f KiB per connection; CPU %.2fs, %.2f µs per delivery\n",
+			r.ServerRSSMiB, r.RSSPerConnKiB, r.ServerCPUSeconds, r.CPUPerDeliveryMicros)
+	}
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+}
+
+// pct returns the p-th percentile (nearest rank); 100 is the maximum.
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+// proc reads a process's RSS and CPU time from /proc.
+type proc struct{ pid int }
+
+func newProc(pid int) proc { return proc{pid} }
+
+// rss returns the resident set in bytes (0 without a pid).
+func (p proc) rss() int64 {
+	if p.pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// cpu returns user+system CPU seconds (0 without a pid).
+func (p proc) cpu() float64 {
+	if p.pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
