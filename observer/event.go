@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -115,6 +116,41 @@ type Event struct {
 	// cannot continue from what listeners have seen (history lost). ID is
 	// then the course's current last id and JSON is empty.
 	Reset bool
+
+	subject atomic.Pointer[string] // Subject, computed on first use
+}
+
+// Subject is what the event is about, for debouncing: data.chapterId,
+// else data.videoId (as JSON text, so "1" and 1 differ, prefixed so that a
+// chapter and a video of the same id differ), else "". It is computed once
+// per event, however many subscribers ask.
+func (e *Event) Subject() string {
+	if p := e.subject.Load(); p != nil {
+		return *p
+	}
+	s := subjectOf(e.Data)
+	e.subject.Store(&s)
+	return s
+}
+
+func subjectOf(data json.RawMessage) string {
+	if len(data) == 0 || data[0] != '{' {
+		return ""
+	}
+	var s struct {
+		ChapterID json.RawMessage `json:"chapterId"`
+		VideoID   json.RawMessage `json:"videoId"`
+	}
+	if json.Unmarshal(data, &s) != nil {
+		return ""
+	}
+	switch {
+	case len(s.ChapterID) > 0 && string(s.ChapterID) != "null":
+		return "c" + string(s.ChapterID)
+	case len(s.VideoID) > 0 && string(s.VideoID) != "null":
+		return "v" + string(s.VideoID)
+	}
+	return ""
 }
 
 // LogValue implements slog.LogValuer; it leaves the data out.

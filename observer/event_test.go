@@ -228,3 +228,21 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestSubject(t *testing.T) {
+	t.Parallel()
+	for data, want := range map[string]string{
+		`{"chapterId":"ch-1","videoId":"v"}`: `c"ch-1"`,
+		`{"videoId":"v1"}`:                   `v"v1"`,
+		`{"videoId":1}`:                      `v1`,
+		`{"chapterId":null,"videoId":"v"}`:   `v"v"`,
+		`{"other":1}`:                        "",
+		`[1]`:                                "",
+		`null`:                               "",
+	} {
+		ev := &Event{Data: json.RawMessage(data)}
+		if got := ev.Subject(); got != want || ev.Subject() != want {
+			t.Errorf("Subject(%s) = %q, want %q", data, got, want)
+		}
+	}
+}

@@ -24,11 +24,14 @@ type MemoryConfig struct {
 }
 
 // Memory is the embedded in-process broker: one process, no Redis. Ids are
-// per course, from 1, and never restart while the process runs (a course's
-// sequence outlives its history, as in Redis). It is safe for concurrent use.
+// per course, from 1. It is safe for concurrent use.
 //
-// Run frees the history of idle courses; without it, idle history is still
-// dropped lazily when the course is next read or written.
+// A course idle for the history TTL loses its history (lazily, when next
+// read or written, or in Run's sweep). Run also forgets such a course
+// entirely, sequence included, once nobody listens to it, so memory does
+// not grow with courses nobody uses any more; if it is published to again
+// its ids start over at 1, and a client resuming from an old id is ahead of
+// the course and gets a reset, never a silent gap.
 type Memory struct {
 	cfg MemoryConfig
 	obs *Observer
@@ -39,6 +42,7 @@ type Memory struct {
 
 type memCourse struct {
 	mu   sync.Mutex
+	dead bool // removed from Memory.courses by sweep: look the course up again
 	seq  uint64
 	ring []*Event // retained events: ring[(head+i)%cap], i < n
 	head int
@@ -93,8 +97,7 @@ func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
 		return nil, err
 	}
 	now := m.cfg.Now()
-	c := m.course(msg.CourseID, true)
-	c.mu.Lock()
+	c := m.lockCourse(msg.CourseID)
 	defer c.mu.Unlock()
 	ev, err := NewEvent(msg, data, c.seq+1, now.UnixMilli(), m.cfg.MaxEventBytes)
 	if err != nil {
@@ -110,6 +113,18 @@ func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
 	m.cfg.Metrics.Received()
 	m.cfg.Metrics.Published(time.Since(began))
 	return ev, nil
+}
+
+// lockCourse returns the course, created if needed, locked and live.
+func (m *Memory) lockCourse(id string) *memCourse {
+	for {
+		c := m.course(id, true)
+		c.mu.Lock()
+		if !c.dead {
+			return c
+		}
+		c.mu.Unlock()
+	}
 }
 
 func (c *memCourse) push(ev *Event, capacity int) {
@@ -170,14 +185,17 @@ func (m *Memory) LastID(_ context.Context, courseID string) (uint64, error) {
 	return c.seq, nil
 }
 
-// Subscribe implements Broker. The registration is effective at once.
+// Subscribe implements Broker. The registration is effective at once. It
+// holds the course map's lock so that a sweep either sees the listener or
+// forgets the course before the caller reads its position.
 func (m *Memory) Subscribe(_ context.Context, courseID string, l Listener) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.obs.Subscribe(courseID, l), nil
 }
 
 // Run frees the history of courses idle for longer than the history TTL,
-// until ctx ends. The sequence of each course is kept (a few bytes), so ids
-// never restart.
+// and forgets those that nobody listens to, until ctx ends.
 func (m *Memory) Run(ctx context.Context) error {
 	every := min(m.cfg.HistoryTTL/4, time.Minute)
 	t := time.NewTicker(max(every, time.Millisecond))
@@ -192,20 +210,30 @@ func (m *Memory) Run(ctx context.Context) error {
 	}
 }
 
-// sweep drops expired history everywhere.
+// sweep drops expired history everywhere and forgets idle courses without
+// listeners.
 func (m *Memory) sweep() {
-	m.mu.Lock()
-	cs := make([]*memCourse, 0, len(m.courses))
-	for _, c := range m.courses {
-		cs = append(cs, c)
-	}
-	m.mu.Unlock()
 	now := m.cfg.Now()
-	for _, c := range cs {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, c := range m.courses {
 		c.mu.Lock()
-		m.expire(c, now)
+		if now.Sub(c.last) >= m.cfg.HistoryTTL {
+			m.expire(c, now)
+			if m.obs.Listeners(id) == 0 {
+				c.dead = true
+				delete(m.courses, id)
+			}
+		}
 		c.mu.Unlock()
 	}
+}
+
+// Courses returns how many courses the broker holds state for.
+func (m *Memory) Courses() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.courses)
 }
 
 // Retained returns how many events of courseID are held in memory.

@@ -157,6 +157,8 @@ func TestMemoryHistoryTTL(t *testing.T) {
 		t.Fatalf("history dropped before the TTL: %+v", p)
 	}
 	clock.Add(2 * time.Minute)
+	// A listener keeps the course (and its sequence) alive.
+	un, _ := m.Subscribe(ctx, "c", func(*Event) {})
 	m.sweep()
 	if n := m.Retained("c"); n != 0 {
 		t.Fatalf("sweep kept %d events of an idle course", n)
@@ -165,10 +167,51 @@ func TestMemoryHistoryTTL(t *testing.T) {
 	if !p.Reset || p.LastID != 3 {
 		t.Fatalf("after the TTL, after=1 should reset at 3: %+v", p)
 	}
-	ev := publishN(t, m, "c", 1)[0]
-	if ev.ID != 4 {
-		t.Fatalf("sequence restarted after TTL: id %d, want 4", ev.ID)
+	if ev := publishN(t, m, "c", 1)[0]; ev.ID != 4 {
+		t.Fatalf("sequence of a watched course restarted after the TTL: id %d, want 4", ev.ID)
 	}
+	un()
+
+	// Unwatched and idle: forgotten entirely.
+	publishN(t, m, "other", 2)
+	clock.Add(2 * time.Hour)
+	m.sweep()
+	if n := m.Courses(); n != 0 {
+		t.Fatalf("%d courses kept after the TTL with no listener", n)
+	}
+	// A client at id 5 of the old sequence is ahead: reset, not a silent gap.
+	if p, _ := m.History(ctx, "c", 5, 10); !p.Reset || p.LastID != 0 {
+		t.Fatalf("forgotten course, after=5: %+v", p)
+	}
+	if ev := publishN(t, m, "c", 1)[0]; ev.ID != 1 {
+		t.Fatalf("forgotten course restarted at %d, want 1", ev.ID)
+	}
+}
+
+// TestMemorySweepRacesPublish: a publish never lands in a course that a
+// concurrent sweep forgets.
+func TestMemorySweepRacesPublish(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	m := NewMemory(MemoryConfig{Logger: quietLogger(), HistoryTTL: time.Nanosecond, Now: clock.Now})
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2000 {
+			m.sweep()
+		}
+	}()
+	for i := range 2000 {
+		ev := publishN(t, m, "c", 1)[0]
+		// The event is readable unless a sweep ran after it (then the
+		// whole course is gone, and LastID says 0, not a stale id).
+		if last, _ := m.LastID(ctx, "c"); last != ev.ID && last != 0 {
+			t.Fatalf("publish %d: id %d, LastID %d", i, ev.ID, last)
+		}
+		clock.Add(time.Millisecond)
+	}
+	<-done
 }
 
 func TestMemoryRunStops(t *testing.T) {

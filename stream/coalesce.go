@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"encoding/json"
 	"slices"
 	"time"
 
@@ -37,7 +36,7 @@ func (co *coalescer) enabled() bool { return co.window > 0 }
 // event of a window (the caller then starts the timer).
 func (co *coalescer) add(ev *observer.Event) (first bool) {
 	first = len(co.pending) == 0
-	co.pending[coalesceKey{ev.Type, subject(ev.Data)}] = ev
+	co.pending[coalesceKey{ev.Type, ev.Subject()}] = ev
 	return first
 }
 
@@ -64,26 +63,4 @@ func (co *coalescer) flush() []*observer.Event {
 		return 0
 	})
 	return evs
-}
-
-// subject is what an event is about: data.chapterId, else data.videoId
-// (as their JSON text, so "1" and 1 differ), else "".
-func subject(data json.RawMessage) string {
-	if len(data) == 0 || data[0] != '{' {
-		return ""
-	}
-	var s struct {
-		ChapterID json.RawMessage `json:"chapterId"`
-		VideoID   json.RawMessage `json:"videoId"`
-	}
-	if json.Unmarshal(data, &s) != nil {
-		return ""
-	}
-	switch {
-	case len(s.ChapterID) > 0 && string(s.ChapterID) != "null":
-		return "c" + string(s.ChapterID)
-	case len(s.VideoID) > 0 && string(s.VideoID) != "null":
-		return "v" + string(s.VideoID)
-	}
-	return ""
 }

@@ -7,6 +7,7 @@
 //
 //	csload sse   [flags]   SSE subscribers + publisher (the default)
 //	csload poll  [flags]   ETag pollers + publisher
+//	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
 //
 // It targets loopback only unless --allow-remote, and every run ends by
@@ -66,6 +67,8 @@ type config struct {
 	CoursePfx   string
 	JSON        bool
 	Addr        string // floor: listen address
+	Duration    time.Duration
+	Cycle       time.Duration
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -95,6 +98,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.CoursePfx, "course-prefix", "", "course id prefix (default: a fresh one per run)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
+	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -119,6 +124,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep, err = runSSE(ctx, c)
 	case "poll":
 		rep, err = runPoll(ctx, c)
+	case "soak":
+		rep, err = runSoak(ctx, c, out)
 	default:
 		return usageError{fmt.Errorf("unknown mode %q: want sse, poll or floor", mode)}
 	}

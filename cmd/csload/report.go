@@ -43,6 +43,10 @@ type report struct {
 	RSSPerConnKiB        float64 `json:"rssPerConnKiB,omitempty"`
 	ServerCPUSeconds     float64 `json:"serverCpuSeconds,omitempty"`
 	CPUPerDeliveryMicros float64 `json:"cpuPerDeliveryMicros,omitempty"`
+	// Soak mode.
+	RSSStartMiB float64 `json:"rssStartMiB,omitempty"`
+	RSSEndMiB   float64 `json:"rssEndMiB,omitempty"`
+	RSSMaxMiB   float64 `json:"rssMaxMiB,omitempty"`
 	// Poll mode.
 	Requests   int     `json:"requests,omitempty"`
 	NotModOK   int     `json:"notModified,omitempty"`
@@ -65,6 +69,9 @@ func (r *report) print(w io.Writer, asJSON bool) {
 	fmt.Fprintf(w, "latency p50 %s p90 %s p99 %s max %s\n", ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99), ms(r.LatencyMax))
 	if r.Requests > 0 {
 		fmt.Fprintf(w, "polls: %d requests (%d x 304), %.0f/s\n", r.Requests, r.NotModOK, r.RequestsPS)
+	}
+	if r.RSSEndMiB > 0 {
+		fmt.Fprintf(w, "soak: RSS %.1f MiB after warm-up, %.1f MiB at the end, %.1f MiB at most\n", r.RSSStartMiB, r.RSSEndMiB, r.RSSMaxMiB)
 	}
 	if r.ServerRSSMiB > 0 {
 		fmt.Fprintf(w, "server: RSS %.1f MiB, %.1f KiB per connection; CPU %.2fs, %.2f µs per delivery\n",

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startServer builds and runs coursestream on a free loopback port.
+func startServer(t *testing.T) (url string, pid int) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "coursestream")
+	build := exec.Command("go", "build", "-o", bin, "../coursestream")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	re := regexp.MustCompile(`msg="coursestream listening" addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return "http://" + m[1], cmd.Process.Pid
+		}
+	}
+	t.Fatal("server exited before listening")
+	return "", 0
+}
+
+// TestSmallLoadRun is the suite's load run: 500 clients on 5 courses, 100
+// events, every client must get its course's events exactly once and in
+// order. It asserts correctness, not speed.
+func TestSmallLoadRun(t *testing.T) {
+	url, pid := startServer(t)
+	c := config{
+		Server: url, Clients: 500, Courses: 5, Ramp: 2000, Events: 100, Rate: 200, Payload: 64,
+		Publish: "http", PID: pid, Timeout: time.Minute, Settle: 200 * time.Millisecond, Drain: 20 * time.Second,
+		Concurrency: 4, CoursePfx: "small-",
+	}
+	if err := c.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	rep, err := runSSE(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.print(os.Stdout, false)
+	if rep.Connected != 500 || rep.Published != 100 || rep.Expected != 500*100/5 ||
+		rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.Received != rep.Expected {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestSmallPollRun(t *testing.T) {
+	url, _ := startServer(t)
+	c := config{
+		Server: url, Clients: 20, Courses: 2, Ramp: 1000, Events: 40, Rate: 100, Payload: 16,
+		Publish: "http", Timeout: time.Minute, Drain: 1500 * time.Millisecond, PollEvery: 200 * time.Millisecond,
+		Concurrency: 2, CoursePfx: "poll-",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	rep, err := runPoll(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.NotModOK == 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestRefusesRemoteServer(t *testing.T) {
+	c := config{Server: "http://10.1.2.3:8080", Clients: 1, Courses: 1, Ramp: 1, Rate: 1, Concurrency: 1, Publish: "http"}
+	if err := c.check(); err == nil {
+		t.Fatal("a non-loopback server was accepted without --allow-remote")
+	}
+}
