@@ -236,6 +236,29 @@ local function json_string(s)
   return '"' .. s .. '"'
 end
 
+-- importing tells whether this node is importing the slot of key in a
+-- Cluster resharding. The declared key of the functions (the course id) is
+-- not a real key, so while its slot migrates the source node always sends
+-- the call here (ASK), even before the course's keys have moved: a missing
+-- sequence key then means "not here yet", not "new course".
+local function importing(key)
+  if PUBLISH ~= 'SPUBLISH' then return false end
+  local nodes = redis.pcall('CLUSTER', 'NODES')
+  if type(nodes) ~= 'string' then return false end
+  local slot = redis.call('CLUSTER', 'KEYSLOT', key)
+  for line in string.gmatch(nodes, '[^\n]+') do
+    if string.find(line, 'myself', 1, true) then
+      return string.find(line, '[' .. slot .. '-<-', 1, true) ~= nil
+    end
+  end
+  return false
+end
+
+local function not_here(course)
+  return redis.error_reply('TRYAGAIN coursestream: the slot of course ' .. course ..
+    ' is being moved to this node and its keys are not here yet; retry')
+end
+
 -- publish validates, numbers, stores and announces one event and returns
 -- its id and envelope. Nothing is written before every check has passed.
 local function publish(keys, args)
@@ -280,6 +303,9 @@ local function publish(keys, args)
   end
   seq = seq + 1
   local repair = false
+  if not current and importing(seqk) then
+    return nil, not_here(course)
+  end
   if not current then
     -- The sequence is missing but a history may remain (the key was
     -- deleted by hand): go on after the last id it holds, ids never restart.
@@ -342,7 +368,11 @@ redis.register_function {
     if not string.find(after, '^[0-9]+$') or not string.find(limit, '^[0-9]+$') then
       return fail('after and limit must be decimal numbers')
     end
-    local seq = tonumber(redis.call('GET', seq_key(course)) or '0')
+    local current = redis.call('GET', seq_key(course))
+    if not current and importing(seq_key(course)) then
+      return not_here(course)
+    end
+    local seq = tonumber(current or '0')
     local out = { seq }
     if #after > 15 or tonumber(after) >= seq or tonumber(limit) == 0 then
       return out

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -109,7 +110,9 @@ func runRedis(t *testing.T, cfg RedisConfig) *Redis {
 				t.Errorf("Run: %v", err)
 			}
 		case <-time.After(testWait):
-			t.Errorf("Run did not return %s after its context ended", testWait)
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Errorf("Run did not return %s after its context ended:\n%s", testWait, stacks.String())
 		}
 		_ = r.Close()
 	})

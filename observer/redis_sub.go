@@ -77,17 +77,10 @@ type psub struct {
 // comes back is never left unsubscribed. It closes every connection when
 // ctx ends and the receive loops then exit.
 func (r *Redis) control(ctx context.Context, wg *sync.WaitGroup) {
+	opened := make(map[*psub]bool) // every PubSub open, current or replaced
 	defer func() {
-		r.mu.Lock()
-		subs := make([]*psub, 0, len(r.subs))
-		for _, p := range r.subs {
-			subs = append(subs, p)
-		}
-		r.mu.Unlock()
-		for _, p := range subs {
-			if p.ps != nil {
-				_ = p.ps.Close()
-			}
+		for p := range opened {
+			_ = p.ps.Close()
 		}
 	}()
 	if r.cluster == nil {
@@ -97,11 +90,12 @@ func (r *Redis) control(ctx context.Context, wg *sync.WaitGroup) {
 		r.subs[singleSlot] = p
 		r.mu.Unlock()
 		r.open(ctx, wg, p)
+		opened[p] = true
 	}
 	tick := time.NewTicker(min(r.cfg.Reconcile, resendAfter))
 	defer tick.Stop()
 	for {
-		r.sync(ctx, wg)
+		r.sync(ctx, wg, opened)
 		select {
 		case <-ctx.Done():
 			return
@@ -119,7 +113,7 @@ type subAction struct {
 
 // sync compares the courses with what is subscribed and sends the
 // difference. Decisions are taken under Redis.mu; commands are sent after.
-func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup) {
+func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup, opened map[*psub]bool) {
 	var acts []subAction
 	now := time.Now()
 	r.mu.Lock()
@@ -187,18 +181,19 @@ func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup) {
 	}
 
 	for _, a := range acts {
-		if ctx.Err() != nil {
-			return
-		}
 		switch a.op {
 		case "open":
-			r.open(ctx, wg, a.p)
+			if ctx.Err() == nil {
+				r.open(ctx, wg, a.p)
+				opened[a.p] = true
+			}
 		case "close":
-			if a.p.ps != nil {
+			if opened[a.p] {
 				_ = a.p.ps.Close()
+				delete(opened, a.p)
 			}
 		case "subscribe", "unsubscribe":
-			if a.p.ps == nil {
+			if !opened[a.p] || ctx.Err() != nil {
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, commandWait)

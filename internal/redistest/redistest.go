@@ -353,11 +353,17 @@ func (c *Cluster) Owner(slot int) int {
 // channel subscriptions in it with a server-sent SUNSUBSCRIBE.
 func (c *Cluster) MoveSlot(slot, to int) {
 	c.tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	c.BeginMove(slot, to)()
+}
+
+// BeginMove marks slot as migrating to node `to` (IMPORTING on it,
+// MIGRATING on its owner) and returns the function that moves the keys and
+// the ownership. Between the two, the slot is in the middle of a resharding.
+func (c *Cluster) BeginMove(slot, to int) (finish func()) {
+	c.tb.Helper()
 	from := c.Owner(slot)
 	if from == to {
-		return
+		return func() {}
 	}
 	src, dst := c.Nodes[from].Client(), c.Nodes[to].Client()
 	must := func(err error) {
@@ -366,8 +372,20 @@ func (c *Cluster) MoveSlot(slot, to int) {
 			c.tb.Fatalf("moving slot %d from %d to %d: %v", slot, from, to, err)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", c.ids[from]).Err())
 	must(src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", c.ids[to]).Err())
+	return func() {
+		c.tb.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c.finishMove(ctx, slot, from, to, src, dst, must)
+	}
+}
+
+func (c *Cluster) finishMove(ctx context.Context, slot, from, to int, src, dst *redis.Client, must func(error)) {
+	c.tb.Helper()
 	for {
 		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
 		must(err)
