@@ -92,7 +92,8 @@ func TestRedisLibraryMatchesGoValidation(t *testing.T) {
 		ok(`"\u12G4"`), ok(`"abc`), ok(`[`), ok(`]`), ok(`{"a"}`), ok(`{"a":}`), ok(`nul`), ok(`tru`),
 		ok(`[1 2]`), ok(`{"a":1 "b":2}`), ok(deep(10001)), ok("\xff"), ok("\"\xc0\x80\""),
 		ok("\"\xed\xa0\x80\""), ok("\"\xf4\x90\x80\x80\""), ok("\"\xe2\x82\""), ok("\x00"), ok("[1]\x00"),
-		ok("1 \v"), ok("\"\x7f\""), ok(`{"a":1}}`), ok(`[}`), ok(`{]`), ok(`truex`), ok(`1.5.5`), ok(`"a"b`),
+		ok("1 \v"), ok("\"\x7f\""), ok("{\"é\":\"\xff\"}"), ok("{\"\xe2\x82\":1}"), ok("[\"\x7f\", \"aé\U0001F600b\"]"),
+		ok("{\"k\":\"\xed\xbf\xbf\"}"), ok("\"\xf0\x8f\xbf\xbf\""), ok("\"\xe0\x9f\xbf\""), ok(`{"a":1}}`), ok(`[}`), ok(`{]`), ok(`truex`), ok(`1.5.5`), ok(`"a"b`),
 		// Course ids.
 		{"", "t", "1", ""}, {"a", "t", "1", ""}, {strings.Repeat("a", 128), "t", "1", ""},
 		{strings.Repeat("a", 129), "t", "1", ""}, {"a/b", "t", "1", ""}, {"-a", "t", "1", ""},
