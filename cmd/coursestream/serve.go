@@ -109,6 +109,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		runErr = err
 	}
 	hub.Close()
+	if c, ok := b.(io.Closer); ok { // the Redis broker owns its client
+		_ = c.Close()
+	}
 	if runErr == nil {
 		log.Info("stopped")
 	}
