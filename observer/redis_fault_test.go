@@ -349,3 +349,47 @@ func TestRedisLibraryLoadedAgain(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRedisDeafConnectionIsReplaced: a pub/sub connection that Redis
+// answers for but that receives nothing (its probe reaches nobody) is
+// replaced by a new one, subscribed to every course; what was published
+// meanwhile is read from the history.
+func TestRedisDeafConnectionIsReplaced(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t, redistest.Options{})
+	r := runRedis(t, RedisConfig{URL: srv.URL(), Reconcile: 20 * time.Millisecond})
+	ctx := context.Background()
+	rc := subscribe(t, r, "c")
+	pub(t, r, "c")
+	rc.waitFor(t, "event 1", upTo(1))
+
+	// Make the connection deaf behind the broker's back: unsubscribe it
+	// from everything, its probe channel included.
+	r.mu.Lock()
+	old := r.subs[singleSlot]
+	r.mu.Unlock()
+	if err := old.ps.Unsubscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub(t, r, "c") // lost on the deaf connection
+	deadline := time.Now().Add(testWait)
+	for {
+		r.mu.Lock()
+		now := r.subs[singleSlot]
+		r.mu.Unlock()
+		if now != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deaf connection was not replaced")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitReady(t, r)
+	pub(t, r, "c")
+	evs := rc.waitFor(t, "events 2 and 3", upTo(3))
+	checkOrder(t, evs, 1)
+	if len(evs) != 3 {
+		t.Fatalf("got %s", describe(evs))
+	}
+}

@@ -19,7 +19,7 @@ const (
 	commandWait  = 5 * time.Second // bound of one subscription command
 	maxHeld      = 4 * MaxPage     // live events held per course while a fill runs
 	fillAttempts = 3               // failed history reads before a fill waits for the reconcile
-	probeMisses  = 2               // failed probes in a row before a Cluster subscription is rebuilt
+	probeMisses  = 3               // probes in a row reaching nobody before a connection is rebuilt
 )
 
 // rcourse is the broker's state of one course with local listeners.
@@ -64,10 +64,11 @@ type psub struct {
 	ps    *redis.PubSub
 
 	// Under Redis.mu.
-	channels map[string]*rcourse
-	unsub    map[string]int // UNSUBSCRIBEs sent and not yet confirmed
-	broken   bool           // the slot moved away: rebuild the connection
-	misses   int            // probes in a row that reached nobody
+	channels  map[string]*rcourse
+	unsub     map[string]int // UNSUBSCRIBEs sent and not yet confirmed
+	broken    bool           // the slot moved away, or the probe reaches nobody: rebuild
+	misses    int            // probes in a row that reached nobody
+	missSince time.Time      // since when
 
 	probeSeen bool // receive loop only: the probe was confirmed once
 }
@@ -124,12 +125,15 @@ func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup, opened map[*psub]b
 			continue
 		}
 		rebuilt = true
-		if len(p.channels) == 0 {
+		if len(p.channels) == 0 && slot != singleSlot {
 			delete(r.subs, slot)
 			acts = append(acts, subAction{op: "close", p: p})
 			continue
 		}
 		np := r.newSlotSub(slot, p.channels)
+		if slot == singleSlot {
+			np.probe = p.probe
+		}
 		r.subs[slot] = np
 		acts = append(acts, subAction{op: "close", p: p}, subAction{op: "open", p: np})
 		chans := make([]string, 0, len(np.channels))
@@ -176,7 +180,7 @@ func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup, opened map[*psub]b
 		}
 	}
 	r.mu.Unlock()
-	if rebuilt {
+	if rebuilt && r.cluster != nil {
 		r.cluster.ReloadState(ctx) // the next connection goes to the slot's new owner
 	}
 
@@ -294,10 +298,15 @@ func (r *Redis) onSubscription(p *psub, s *redis.Subscription) {
 		if s.Channel != p.probe && p.channels[s.Channel] == nil {
 			return
 		}
-		if r.cluster != nil {
+		switch {
+		case r.cluster != nil:
 			r.log.Info("redis: a slot moved; subscribing on its new node", slog.Int("slot", p.slot), slog.String("channel", s.Channel))
 			p.broken = true
-		} else if c := p.channels[s.Channel]; c != nil {
+		case s.Channel == p.probe:
+			r.log.Info("redis: the pub/sub connection was unsubscribed; opening a new one")
+			p.broken = true
+		default:
+			c := p.channels[s.Channel]
 			delete(p.channels, s.Channel)
 			c.sub = nil // subscribe again; the confirmation triggers a fill
 		}
@@ -601,11 +610,9 @@ func (r *Redis) reconcile(ctx context.Context) {
 	for _, c := range r.courses {
 		courses = append(courses, c)
 	}
-	var probes []*psub
-	if r.cluster != nil {
-		for _, p := range r.subs {
-			probes = append(probes, p)
-		}
+	probes := make([]*psub, 0, len(r.subs))
+	for _, p := range r.subs {
+		probes = append(probes, p)
 	}
 	r.mu.Unlock()
 	for _, c := range courses {
@@ -667,12 +674,21 @@ func (r *Redis) reconcile(ctx context.Context) {
 		r.mu.Lock()
 		for i, p := range probes {
 			if n[i] >= 1 {
-				p.misses = 0
+				p.misses, p.missSince = 0, time.Time{}
 				continue
 			}
+			if p.misses == 0 {
+				p.missSince = time.Now()
+			}
 			p.misses++
-			if p.misses >= probeMisses && r.subs[p.slot] == p && !p.broken {
-				r.log.Info("redis: a slot subscription receives nothing; subscribing again", slog.Int("slot", p.slot))
+			// go-redis reconnects by itself within seconds; rebuild only a
+			// connection that stays deaf longer than that.
+			if p.misses >= probeMisses && time.Since(p.missSince) >= min(5*time.Second, 10*r.cfg.Reconcile) &&
+				r.subs[p.slot] == p && !p.broken {
+				// Redis answers but the connection is not subscribed (a
+				// slot moved, or a connection go-redis does not see is
+				// dead): open a new one.
+				r.log.Info("redis: a pub/sub connection receives nothing; opening a new one", slog.Int("slot", p.slot))
 				p.broken = true
 			}
 		}
