@@ -360,6 +360,20 @@ func (r *Redis) Subscribe(ctx context.Context, courseID string, l Listener) (fun
 		})
 	}
 
+	select {
+	case <-c.ready:
+		return release, nil
+	default:
+	}
+	// Not subscribed yet: when Redis does not even answer, say so now
+	// rather than after SubscribeTimeout.
+	pctx, cancel := context.WithTimeout(ctx, min(r.cfg.SubscribeTimeout, time.Second))
+	err := r.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("%w: subscribing to %s: %w", ErrUnavailable, courseID, err)
+	}
 	t := time.NewTimer(r.cfg.SubscribeTimeout)
 	defer t.Stop()
 	select {

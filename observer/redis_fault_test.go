@@ -198,6 +198,10 @@ func TestRedisRestartWithoutPersistence(t *testing.T) {
 	if _, err := r.History(ctx, "c", 0, 10); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("History with Redis down: %v", err)
 	}
+	began := time.Now()
+	if _, err := r.Subscribe(ctx, "other", func(*Event) {}); !errors.Is(err, ErrUnavailable) || time.Since(began) > 2*time.Second {
+		t.Fatalf("Subscribe with Redis down: %v after %s, want unavailable at once", err, time.Since(began))
+	}
 	srv.Restart()
 	waitReady(t, r)
 	ev := pub(t, r, "c")
