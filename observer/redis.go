@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -236,13 +237,33 @@ func (r *Redis) Publish(ctx context.Context, m Message) (*Event, error) {
 	if !ok || len(arr) != 2 {
 		return nil, fmt.Errorf("%w: unexpected reply %T from %s", ErrUnavailable, v, fnPublishEvent)
 	}
+	id, _ := replyUint(arr[0])
 	env, _ := arr[1].(string)
-	ev, err := ParseEnvelope([]byte(env))
+	ev, err := storedEvent(m, data, id, env)
 	if err != nil {
 		return nil, fmt.Errorf("redis: the stored envelope: %w", err)
 	}
 	r.met.Published(time.Since(began))
 	return ev, nil
+}
+
+// storedEvent is the event the library stored for m: its envelope as
+// stored, fields from m. Only the timestamp (the Redis clock's) is read
+// from the envelope; anything unexpected is parsed in full.
+func storedEvent(m Message, data []byte, id uint64, env string) (*Event, error) {
+	const dataKey, tsKey = `,"data":`, `,"timestamp":`
+	js := []byte(env)
+	d := bytes.Index(js, []byte(dataKey))
+	t := bytes.LastIndex(js, []byte(tsKey))
+	if d > 0 && t > d && js[len(js)-1] == '}' && bytes.HasPrefix(js[d+len(dataKey):], data) {
+		if ts, err := strconv.ParseInt(env[t+len(tsKey):len(env)-1], 10, 64); err == nil {
+			return &Event{
+				ID: id, CourseID: m.CourseID, Type: m.Type, OperationID: m.OperationID, Timestamp: ts,
+				Data: js[d+len(dataKey):][:len(data)], JSON: js,
+			}, nil
+		}
+	}
+	return ParseEnvelope(js)
 }
 
 // History implements Broker. The course's sequence and the page are read

@@ -41,6 +41,10 @@ func TestRedisTwoInstancesAreOneService(t *testing.T) {
 	if len(evs) != 3 {
 		t.Fatalf("got %s", describe(evs))
 	}
+	if string(ev.JSON) != string(evs[0].JSON) || string(ev.Data) != string(evs[0].Data) || ev.Timestamp != evs[0].Timestamp ||
+		ev.CourseID != evs[0].CourseID || ev.Type != evs[0].Type || ev.OperationID != evs[0].OperationID {
+		t.Fatalf("Publish returned %+v, listeners got %+v", ev, evs[0])
+	}
 	if evs[1].OperationID != "op-1" || string(evs[1].Data) != `{"videoId":"v1"}` || evs[1].Type != "video-update-complete" {
 		t.Fatalf("FCALL event arrived as %s", evs[1].JSON)
 	}
