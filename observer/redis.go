@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Defaults of the Redis broker's knobs.
@@ -162,9 +163,10 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		return nil, errors.New("redis: give a URL or cluster addresses, not both")
 	case len(cfg.Cluster) > 0:
 		r.cluster = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 cfg.Cluster,
-			ContextTimeoutEnabled: true,
-			MaxRetries:            -1, // a publish must not be sent twice
+			Addrs:                    cfg.Cluster,
+			ContextTimeoutEnabled:    true,
+			MaxRetries:               -1, // a publish must not be sent twice
+			MaintNotificationsConfig: noMaintNotifications(),
 		})
 		r.rdb = r.cluster
 	case cfg.URL != "":
@@ -174,11 +176,19 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		}
 		opt.ContextTimeoutEnabled = true
 		opt.MaxRetries = -1 // a publish must not be sent twice
+		opt.MaintNotificationsConfig = noMaintNotifications()
 		r.rdb = redis.NewClient(opt)
 	default:
 		return nil, errors.New("redis: a URL or cluster addresses are required")
 	}
 	return r, nil
+}
+
+// noMaintNotifications turns off go-redis' handling of Redis Enterprise
+// maintenance notifications: it starts a goroutine in the constructor and
+// asks every new connection for something Redis 7 does not have.
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 // Observer returns the observer that fans events out to local listeners.

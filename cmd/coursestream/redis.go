@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"coursestream/observer"
 )
@@ -59,6 +60,7 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 	}
 	opt.ContextTimeoutEnabled = true
 	opt.MaxRetries = -1 // never publish twice
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	id, err := observer.PublishFCALL(ctx, rdb, msg)
