@@ -94,7 +94,8 @@ type Redis struct {
 	closeOne sync.Once
 
 	// mu guards courses, subs and the fields of rcourse and psub marked
-	// "under Redis.mu". Lock order: Redis.mu before rcourse.mu.
+	// "under Redis.mu". Lock order: Redis.mu, then rcourse.mu (under which
+	// listeners are called), then fillMu or noteMu.
 	mu      sync.Mutex
 	courses map[string]*rcourse
 	subs    map[int]*psub // by hash slot; singleSlot on one Redis
@@ -193,9 +194,6 @@ func noMaintNotifications() *maintnotifications.Config {
 
 // Observer returns the observer that fans events out to local listeners.
 func (r *Redis) Observer() *Observer { return r.obs }
-
-// Client returns the go-redis client the broker uses.
-func (r *Redis) Client() redis.UniversalClient { return r.rdb }
 
 // Close closes the client. Call it after Run has returned.
 func (r *Redis) Close() error {
