@@ -180,8 +180,11 @@ func (r *Redis) sync(ctx context.Context, wg *sync.WaitGroup, opened map[*psub]b
 		}
 	}
 	r.mu.Unlock()
-	if rebuilt && r.cluster != nil {
-		r.cluster.ReloadState(ctx) // the next connection goes to the slot's new owner
+	if rebuilt {
+		r.met.Reconnected()
+		if r.cluster != nil {
+			r.cluster.ReloadState(ctx) // the next connection goes to the slot's new owner
+		}
 	}
 
 	for _, a := range acts {
