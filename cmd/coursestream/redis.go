@@ -2,17 +2,91 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"coursestream/observer"
 )
 
-// newRedisBroker builds the Redis broker from --redis-url or --redis-cluster.
-func newRedisBroker(cfg Config, log *slog.Logger) (broker, string, error) {
-	return nil, "", usagef("Redis support is not built yet")
+// newRedisBroker builds the Redis broker from --redis-url or --redis-cluster,
+// with the same history and size limits as the embedded broker (they are
+// written into the Redis function library when it is loaded).
+func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
+	rc := observer.RedisConfig{
+		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes),
+		Logger: log, Metrics: m,
+	}
+	mode := "redis"
+	if cfg.RedisCluster != "" {
+		for a := range strings.SplitSeq(cfg.RedisCluster, ",") {
+			a = strings.TrimSpace(a)
+			if a == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, "", usagef("--redis-cluster %q: want HOST:PORT,HOST:PORT", cfg.RedisCluster)
+			}
+			rc.Cluster = append(rc.Cluster, a)
+		}
+		if len(rc.Cluster) == 0 {
+			return nil, "", usagef("--redis-cluster %q: want HOST:PORT,HOST:PORT", cfg.RedisCluster)
+		}
+		mode = "redis-cluster"
+	} else {
+		rc.URL = cfg.RedisURL
+	}
+	r, err := observer.NewRedis(rc)
+	if err != nil {
+		return nil, "", usagef("--redis-url: %v", err)
+	}
+	redis.SetLogger(goRedisLog{log})
+	return r, mode, nil
 }
 
-// publishRedis publishes with FCALL coursestream_publish, as a backend does.
+// publishRedis publishes with FCALL coursestream_publish, as a backend does,
+// and returns the id. A refusal by the function (ERR coursestream: ...) is
+// the caller's error: exit status 2, one line.
 func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) (string, error) {
-	return "", usagef("--redis-url: Redis support is not built yet")
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return "", usagef("--redis-url %q: want redis://HOST:PORT/DB", cfg.RedisURL)
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.MaxRetries = -1 // never publish twice
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	id, err := observer.PublishFCALL(ctx, rdb, msg)
+	if err != nil {
+		for _, e := range []error{observer.ErrInvalidCourseID, observer.ErrInvalidType, observer.ErrInvalidData,
+			observer.ErrInvalidOperationID, observer.ErrTooLarge, observer.ErrRefused} {
+			if errors.Is(err, e) {
+				return "", usageError{err}
+			}
+		}
+		return "", fmt.Errorf("publish to Redis %s: %w", opt.Addr, err)
+	}
+	return strconv.FormatUint(id, 10), nil
+}
+
+// goRedisLog sends go-redis' own messages to the service log: a message
+// dropped off a full pub/sub channel as a warning (the broker reads it back
+// from the history), the rest (reconnect attempts) at debug level.
+type goRedisLog struct{ log *slog.Logger }
+
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	level := slog.LevelDebug
+	if strings.Contains(format, "dropped") {
+		level = slog.LevelWarn
+	}
+	if l.log.Enabled(ctx, level) {
+		l.log.Log(ctx, level, "go-redis: "+fmt.Sprintf(format, v...))
+	}
 }

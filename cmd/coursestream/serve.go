@@ -123,6 +123,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 		runErr = err
 	}
+	if c, ok := b.(io.Closer); ok { // the Redis broker owns its client
+		_ = c.Close()
+	}
 	if runErr == nil {
 		log.Info("stopped")
 	}
@@ -140,7 +143,7 @@ func newLogger(w io.Writer, cfg Config) *slog.Logger {
 
 func newBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
 	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
-		return newRedisBroker(cfg, log)
+		return newRedisBroker(cfg, log, m)
 	}
 	return observer.NewMemory(observer.MemoryConfig{
 		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes), Logger: log, Metrics: m,
