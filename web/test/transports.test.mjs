@@ -1,0 +1,114 @@
+// Every transport delivers every event once, in id order, against the real
+// binary in real Chromium.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
+  unexpectedProblems, TEST_TIMEOUT,
+} from './lib.mjs'
+
+const TYPES = [
+  'chapter-update-complete', 'chapter-create-complete', 'chapter-delete-complete', 'video-update-complete',
+  'video-delete-complete', 'upload-progress', 'upload-complete',
+]
+
+let browser
+before(async () => { browser = await launch() })
+after(async () => { await browser?.close() })
+
+for (const [transport, expected] of [['sse', 'sse'], ['poll', 'poll'], ['longpoll', 'longpoll'], ['auto', 'sse']]) {
+  test(`${transport}: every event once, in order`, { timeout: TEST_TIMEOUT }, async () => {
+    const { page, problems, context } = await openPage(browser)
+    const course = courseID(transport)
+    await page.evaluate(([c, t]) => window.start('a', { courseId: c, transport: t }), [course, transport])
+    await waitStatus(page, 'a', 'open', expected)
+
+    // 21 events, three of each course type, with data to check.
+    const ids = await publishMany(course, 21, (i) => ({ type: TYPES[i % 7], data: { n: i, chapterId: `ch-${i}` } }))
+    assert.deepEqual(ids, range(1, 21))
+    await waitEvents(page, 'a', 21)
+    await settle(page, 'a', course)
+
+    const got = await page.evaluate(() => window.C.a.rec.events.map((e) => [e.id, e.type, e.data.n ?? null]))
+    const want = Array.from({ length: 21 }, (_, i) => [String(i + 1), TYPES[i % 7], i])
+    assert.deepEqual(got, [...want, ['22', 'chapter-update-complete', null]])
+    assert.equal(await page.evaluate(() => window.C.a.conn.transport), expected)
+    assert.equal(await page.evaluate(() => window.C.a.conn.lastEventId), '22')
+    assert.deepEqual(await page.evaluate(() => window.C.a.rec.errors), [])
+    await page.evaluate(() => window.C.a.conn.close())
+    assert.equal(await page.evaluate(() => window.C.a.conn.status.state), 'closed')
+    await context.close()
+    assert.deepEqual(unexpectedProblems(problems), [])
+  })
+}
+
+test('poll: If-None-Match of the last ETag, 304 while nothing changes, no-store', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('etag')
+  await publish(course, 'chapter-create-complete', { chapterId: 'ch-1' })
+  let answered304 = 0
+  const two304 = new Promise((resolve) => {
+    page.on('response', (r) => { if (r.url().includes('/poll?') && r.status() === 304 && ++answered304 === 2) resolve() })
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'poll' }), course)
+  await waitStatus(page, 'a', 'open', 'poll')
+  // Polls go on every 150-600 ms: two of them are answered 304.
+  await Promise.race([two304, new Promise((_, reject) => setTimeout(() => reject(new Error('no two 304s in 10s')), 10_000))])
+  const conditional = requests.filter((r) => r.path.endsWith('/poll') && r.headers['if-none-match'])
+  assert.ok(conditional.length >= 2)
+  assert.ok(conditional.every((r) => r.headers['if-none-match'] === `W/"${course}:1"`), JSON.stringify(conditional[0].headers))
+  assert.ok(conditional.every((r) => r.query.includes('after=1')))
+
+  // A new event: the next poll gets it (200) and moves the ETag along.
+  await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
+  await waitEvents(page, 'a', 1)
+  assert.deepEqual(await deliveredIDs(page, 'a'), ['2'])
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+test('sse with coalesce: the latest event per subject, in id order', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('coalesce')
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse', coalesce: '400ms' }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  assert.ok(requests.some((r) => r.path.endsWith('/events') && r.query.includes('coalesce=400ms')))
+  // Ten updates of ch-1 and one of ch-2 in one window.
+  await Promise.all([
+    ...Array.from({ length: 10 }, (_, i) => publish(course, 'chapter-update-complete', { chapterId: 'ch-1', n: i })),
+    publish(course, 'chapter-update-complete', { chapterId: 'ch-2' }),
+  ])
+  const sentinel = await settle(page, 'a', course)
+  const got = await page.evaluate(() => window.C.a.rec.events.map((e) => ({ id: Number(e.id), ch: e.data.chapterId })))
+  const ids = got.map((e) => e.id)
+  assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'in id order')
+  assert.ok(got.filter((e) => e.ch === 'ch-1').length < 10, `coalesced: ${JSON.stringify(got)}`)
+  assert.equal(got.at(-1).id, Number(sentinel))
+  // The latest ch-1 update (the highest ch-1 id published) is among them.
+  const res = await fetch(`${process.env.CS_BASE_URL}/v1/courses/${course}/poll?after=0`)
+  const all = (await res.json()).events
+  const lastCh1 = all.filter((e) => e.data.chapterId === 'ch-1').at(-1).id
+  assert.ok(got.some((e) => e.id === Number(lastCh1)), `the latest ch-1 (${lastCh1}) delivered: ${JSON.stringify(got)}`)
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+test('types: only those types, custom ones included, over SSE and polling', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  const course = courseID('types')
+  for (const [name, transport] of [['s', 'sse'], ['p', 'poll']]) {
+    await page.evaluate(([c, n, t]) => window.start(n, { courseId: c, transport: t, types: ['quiz-started', 'upload-complete'] }), [course, name, transport])
+    await waitStatus(page, name, 'open', transport)
+  }
+  await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
+  await publish(course, 'quiz-started', { quizId: 'q-1' })
+  await publish(course, 'video-update-complete', { videoId: 'v-1' })
+  await publish(course, 'upload-complete', { videoId: 'v-1' })
+  for (const name of ['s', 'p']) {
+    await waitEvents(page, name, 2)
+    assert.deepEqual(await page.evaluate((n) => window.C[n].rec.events.map((e) => [e.id, e.type]), name),
+      [['2', 'quiz-started'], ['4', 'upload-complete']], name)
+  }
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
