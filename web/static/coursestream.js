@@ -927,7 +927,13 @@ class SSEDriver {
     /** @type {string | null} */
     let owed = body.reset ? String(body.lastEventId) : null
     for (const ev of body.events ?? []) if (ev && port.accepts(ev.type)) owed = String(ev.id)
-    if (owed === null) { this.armAudit(); return }
+    if (owed === null) {
+      // Nothing owed: events up to there are of other types. Moving past
+      // them keeps the next audit's If-None-Match matching (a 304).
+      port.advance(String(body.lastEventId))
+      this.armAudit()
+      return
+    }
     // The stream owes events up to `owed`: give it a moment (longer than a
     // coalesce window) to bring them.
     const target = owed

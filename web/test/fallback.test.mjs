@@ -2,9 +2,10 @@
 // and SSE again later. Nothing is lost or repeated across the switches.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import {
   launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT, LIMITED,
+  unexpectedProblems, TEST_TIMEOUT, LIMITED, BASE,
 } from './lib.mjs'
 
 // What Chromium itself logs for an EventSource answered 503: expected in
@@ -129,4 +130,73 @@ test('sse only: a refused stream is retried with backoff, never turned into poll
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
   await context.close()
   assert.deepEqual(unexpectedProblems(problems, [/status of 502/]), [])
+})
+
+/**
+ * A proxy on 127.0.0.1 in front of the server that buffers SSE bodies (as
+ * nginx does with proxy_buffering on): the stream opens, no event gets
+ * through. Everything else passes.
+ */
+async function bufferingProxy() {
+  const upstream = new URL(BASE)
+  const server = http.createServer((req, res) => {
+    const up = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode, ur.headers)
+      if (req.url.includes('/events') && ur.statusCode === 200) {
+        res.flushHeaders()
+        ur.resume() // read and hold nothing back upstream, forward nothing
+        ur.on('end', () => res.end())
+      } else {
+        ur.pipe(res)
+      }
+    })
+    up.on('error', () => res.destroy())
+    res.on('close', () => up.destroy())
+    req.pipe(up)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }),
+  }
+}
+
+test('auto falls back when an open stream brings nothing that a poll sees (a buffering proxy)', { timeout: TEST_TIMEOUT }, async () => {
+  const proxy = await bufferingProxy()
+  try {
+    const { page, problems, context } = await openPage(browser, { base: proxy.url })
+    const course = courseID('buffered')
+    await page.evaluate((c) => window.start('a', { courseId: c, heartbeatMs: 500 }), course)
+    await waitStatus(page, 'a', 'open', 'sse') // the headers got through
+    await publishMany(course, 3, chapter)
+    // The audit (after 2 silent heartbeats) sees events 1-3 that the
+    // stream does not bring within its grace: polling takes over.
+    await waitStatus(page, 'a', 'open', 'poll')
+    assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'stalled')
+    await waitEvents(page, 'a', 3)
+    await settle(page, 'a', course)
+    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 4))
+    await context.close()
+    assert.deepEqual(unexpectedProblems(problems), [])
+  } finally {
+    await proxy.close()
+  }
+})
+
+test('sse: a quiet open stream is audited with 304s and kept', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('quiet')
+  let audited = 0
+  const twoAudits = new Promise((resolve) => {
+    page.on('response', (r) => { if (r.url().includes('/poll?') && r.status() === 304 && ++audited === 2) resolve() })
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse', heartbeatMs: 300 }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  await twoAudits
+  assert.equal(requests.filter((r) => r.path.endsWith('/events')).length, 1, 'the stream was kept')
+  await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
+  await waitEvents(page, 'a', 1)
+  assert.equal(await page.evaluate(() => window.C.a.conn.transport), 'sse')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
 })
