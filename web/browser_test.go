@@ -70,8 +70,11 @@ func TestBrowser(t *testing.T) {
 	cmd.Dir = "test"
 	cmd.Env = append(withoutCoursestreamEnv(os.Environ()),
 		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CHROMIUM="+chromium)
-	if png := os.Getenv("CS_DEMO_PNG"); png != "" {
-		abs, _ := filepath.Abs(png)
+	if os.Getenv("UPDATE_DEMO_PNG") != "" { // refresh the screenshot checked in as web/demo.png
+		abs, err := filepath.Abs("demo.png")
+		if err != nil {
+			t.Fatal(err)
+		}
 		cmd.Env = append(cmd.Env, "CS_DEMO_PNG="+abs)
 	}
 	cmd.WaitDelay = 10 * time.Second
