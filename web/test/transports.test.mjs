@@ -112,3 +112,55 @@ test('types: only those types, custom ones included, over SSE and polling', { ti
   await context.close()
   assert.deepEqual(unexpectedProblems(problems), [])
 })
+
+test('ids at or below the position are dropped, whatever the server or a proxy sends', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  const course = courseID('dupes')
+  const env = (id) => ({ id: String(id), courseId: course, type: 'chapter-update-complete', data: { n: id }, timestamp: 1 })
+  let polls = 0
+  // A misbehaving answer: repeats, and an old id after newer ones.
+  await page.route('**/v1/courses/*/poll?*', (r) => {
+    if (polls++ > 0) return r.continue()
+    return r.fulfill({
+      contentType: 'application/json',
+      body: JSON.stringify({ courseId: course, lastEventId: '3', events: [1, 2, 2, 1, 3, 3].map(env), more: false, reset: false }),
+    })
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'poll', lastEventId: '0' }), course)
+  await waitEvents(page, 'a', 3)
+  await publishMany(course, 4, (i) => ({ type: 'chapter-create-complete', data: { n: i } })) // ids 1-4 on the real server
+  await waitEvents(page, 'a', 4)
+  await settle(page, 'a', course)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5), 'ids 1-3 once, then the real 4 and 5 (the real 1-3 are old)')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+test('token: ?token= for EventSource, Authorization: Bearer for fetch; a function is asked each time', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('token')
+  // The server runs in open dev mode and ignores tokens; this checks what the library sends.
+  await page.evaluate((c) => {
+    let n = 0
+    window.start('s', { courseId: c, transport: 'sse', token: 'tok-sse' })
+    window.start('p', { courseId: c, transport: 'poll', token: () => Promise.resolve(`tok-${++n}`) })
+  }, course)
+  await waitStatus(page, 's', 'open', 'sse')
+  await waitStatus(page, 'p', 'open', 'poll')
+  await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
+  await waitEvents(page, 's', 1)
+  await waitEvents(page, 'p', 1)
+  const sse = requests.filter((r) => r.path.endsWith('/events'))
+  assert.equal(sse.length, 1)
+  assert.equal(new URLSearchParams(sse[0].query).get('token'), 'tok-sse')
+  assert.equal(sse[0].headers.authorization, undefined)
+  const polls = requests.filter((r) => r.path.endsWith('/poll'))
+  const bearer = polls.map((r) => r.headers.authorization)
+  // The SSE connection's position probe carries its fixed token too.
+  assert.ok(bearer.includes('Bearer tok-sse'), bearer.join(', '))
+  const fresh = bearer.filter((b) => b !== 'Bearer tok-sse')
+  assert.ok(fresh.length >= 2 && new Set(fresh).size === fresh.length, `a fresh token per request: ${fresh.join(', ')}`)
+  assert.ok(polls.every((r) => !new URLSearchParams(r.query).has('token')), 'no token in poll URLs')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
