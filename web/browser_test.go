@@ -16,7 +16,8 @@ import (
 )
 
 // TestBrowser runs the browser tests (web/test/*.test.mjs, node:test with
-// playwright-core) in Debian's headless Chromium against the real binary:
+// playwright-core) in Debian's headless Chromium against the real binary,
+// and the type checks of the library (TypeScript on its JSDoc and .d.ts):
 // it builds ./cmd/coursestream, starts two servers on free loopback ports
 // (one with --max-connections 1 for the 503 fallback) and runs node.
 // Missing Chromium, node or node_modules skip the test locally and fail it
@@ -38,6 +39,7 @@ func TestBrowser(t *testing.T) {
 		{"node", nodeErr},
 		{"web/test/node_modules (npm ci in web/test)", statErr(filepath.Join("test", "node_modules", "playwright-core", "package.json"))},
 		{"@tanstack/query-core in web/test/node_modules", statErr(filepath.Join("test", "node_modules", "@tanstack", "query-core", "package.json"))},
+		{"typescript in web/test/node_modules", statErr(filepath.Join("test", "node_modules", "typescript", "package.json"))},
 	} {
 		if need.err != nil {
 			if os.Getenv("CI") == "true" {

@@ -128,11 +128,15 @@ export declare class Connection {
   subscribe(listener: (event: CourseEvent | ResetEvent) => void): () => void
 }
 
+/** Tells a reset from an event envelope: `if (isReset(e)) refetch(); else apply(e)`. */
+export declare function isReset(event: CourseEvent | ResetEvent): event is ResetEvent
+
 /** Opens a subscription to one course; it starts on the next microtask. */
 export declare function connect(options: ConnectOptions): Connection
 
 /** An error answer of the server. */
 export declare class HTTPError extends Error {
+  constructor(status: number, message: string, url: string)
   readonly name: 'HTTPError'
   readonly status: number
   readonly url: string

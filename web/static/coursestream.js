@@ -106,6 +106,16 @@ export function backoffDelay(attempt, base, max) {
 }
 
 /**
+ * Tells a reset ({type: 'reset', courseId, lastEventId}) from an event
+ * envelope, for subscribers.
+ * @param {Envelope | ResetEvent} event
+ * @returns {event is ResetEvent}
+ */
+export function isReset(event) {
+  return !!event && event.type === 'reset' && !('id' in event)
+}
+
+/**
  * Reports an error without throwing into the caller: reportError where the
  * platform has it (the browser reports it like an uncaught exception and
  * fires window's error event), else a rethrow from a fresh task.
