@@ -256,7 +256,10 @@ export class Connection {
     let coalesce = ''
     if (o.coalesce != null && o.coalesce !== '' && o.coalesce !== 0) {
       coalesce = typeof o.coalesce === 'number' ? `${Math.round(o.coalesce)}ms` : String(o.coalesce)
-      if (!DURATION.test(coalesce)) throw new TypeError(`connect: coalesce must be a duration such as '500ms' or a number of ms`)
+      const ms = DURATION.test(coalesce) ? parseFloat(coalesce) * (coalesce.endsWith('ms') ? 1 : 1000) : NaN
+      if (!(ms >= 0 && ms <= 10_000)) {
+        throw new TypeError(`connect: coalesce must be a duration up to 10s such as '500ms' (or a number of ms), got ${JSON.stringify(o.coalesce)}`)
+      }
     }
     let start = o.lastEventId == null || o.lastEventId === '' ? null : String(o.lastEventId)
     if (start !== null && !EVENT_ID.test(start)) {
