@@ -1,5 +1,8 @@
 // Package web holds the browser side of coursestream, embedded in the
-// binary: the demo page at / and the browser library at /coursestream.js.
+// binary: the demo page at /, the browser library at /coursestream.js and
+// the TanStack Query adapter at /coursestream-tanstack.js (with .d.ts
+// files beside them). The files live in static/; the browser tests in
+// test/ run from browser_test.go.
 package web
 
 import (
@@ -35,8 +38,14 @@ func Handler(notFound http.Handler) http.Handler {
 			notFound.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h := w.Header()
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		if strings.HasSuffix(name, ".ts") {
+			// Type declarations, to read; the system's MIME table may call
+			// .ts a video or a Qt translation.
+			h.Set("Content-Type", "text/plain; charset=utf-8")
+		}
 		fsrv.ServeHTTP(w, r)
 	})
 }

@@ -1,0 +1,159 @@
+// Types of coursestream.js, the coursestream browser library.
+
+/** The event envelope, the same over SSE and polling. */
+export interface CourseEvent<D = unknown> {
+  /** Decimal string of the course's sequence: 1, 2, 3, ... */
+  readonly id: string
+  readonly courseId: string
+  readonly type: string
+  /** Any JSON value; frozen, as is the whole envelope. */
+  readonly data: D
+  readonly operationId?: string
+  /** Unix milliseconds set by the publishing path. */
+  readonly timestamp: number
+}
+
+/** What onReset gets: the events after the old position are gone; refetch, then carry on from lastEventId. */
+export interface ResetInfo {
+  readonly courseId: string
+  readonly lastEventId: string
+}
+
+/** A reset as subscribers see it. */
+export interface ResetEvent extends ResetInfo {
+  readonly type: 'reset'
+}
+
+export type Transport = 'sse' | 'poll' | 'longpoll'
+
+/** The seven course events the library listens for over EventSource. */
+export type CourseEventType =
+  | 'chapter-update-complete'
+  | 'chapter-create-complete'
+  | 'chapter-delete-complete'
+  | 'video-update-complete'
+  | 'video-delete-complete'
+  | 'upload-progress'
+  | 'upload-complete'
+
+/**
+ * Why auto uses polling: 'unsupported' (no EventSource), 'remembered' (SSE
+ * failed in this browser not long ago), 'refused' (an error status such as
+ * the 503 that steers to polling), 'silent' (no open within 2 heartbeats),
+ * 'stalled' (the stream did not bring events that a poll saw),
+ * 'unreachable' (repeated failures).
+ */
+export type FallbackReason = 'unsupported' | 'remembered' | 'refused' | 'silent' | 'stalled' | 'unreachable'
+
+export interface Status {
+  readonly state: 'connecting' | 'open' | 'reconnecting' | 'paused' | 'closed'
+  readonly transport: Transport
+  /** Set while auto uses polling instead of SSE. */
+  readonly reason?: FallbackReason | string
+  /** The failure behind 'reconnecting', or what closed the connection (an HTTPError for 400/401/403/404). */
+  readonly error?: unknown
+  /** When 'reconnecting': the delay before the next attempt. */
+  readonly retryInMs?: number
+}
+
+export interface ConnectOptions {
+  courseId: string
+  /** Where the service is; default: the page's origin. A path prefix is kept. */
+  baseUrl?: string | URL
+  /** Default 'auto': SSE, falling back to polling when SSE does not work. */
+  transport?: 'auto' | Transport
+  /** What auto falls back to; default 'poll'. */
+  fallback?: 'poll' | 'longpoll'
+  /**
+   * A JWT: sent as ?token= to EventSource (it cannot set headers) and as
+   * Authorization: Bearer to fetch. A function is called before every
+   * request, so it can hand out a fresh token.
+   */
+  token?: string | null | (() => string | null | Promise<string | null>)
+  /** Send cookies cross-origin (EventSource withCredentials, fetch credentials 'include'). */
+  withCredentials?: boolean
+  /** Only these types (?types=). Without it: the seven course events. */
+  types?: string[]
+  /** Debounced SSE: '500ms', '2s' or a number of ms (at most 10s). Polling ignores it. */
+  coalesce?: string | number
+  /** Where the page's own data was loaded; wins over the position saved before a reload. */
+  lastEventId?: string | number | null
+  /** Save the position in sessionStorage so that a reload resumes; default true. */
+  persist?: boolean
+  /** Stop polling while the page is hidden; default true. SSE stays open. */
+  pauseWhenHidden?: boolean
+  /** Each event once, in id order. */
+  onEvent?: (event: CourseEvent) => void
+  onReset?: (reset: ResetInfo) => void
+  onStatus?: (status: Status) => void
+  /**
+   * Gets what a callback (onEvent, onReset, onStatus, a subscriber) threw,
+   * and malformed frames. Without it they go to reportError.
+   */
+  onError?: (error: unknown) => void
+  /** The server's --heartbeat; default 15000. */
+  heartbeatMs?: number
+  /** First idle poll interval; default 2000. */
+  pollIntervalMs?: number
+  /** The idle interval grows x1.5 per empty poll up to this; default 10000. */
+  maxPollIntervalMs?: number
+  /** ?wait= of long-polls; default '25s'. */
+  longPollWait?: string
+  /** Full-jitter backoff base; default 1000. */
+  backoffBaseMs?: number
+  /** Full-jitter backoff cap; default 30000. */
+  backoffMaxMs?: number
+  /** How long auto keeps to polling in this browser after SSE failed; default 600000 (10 min). */
+  rememberFallbackMs?: number
+}
+
+export declare class Connection {
+  private constructor(options: ConnectOptions)
+  readonly courseId: string
+  /** The transport in use now. */
+  readonly transport: Transport
+  /** The id of the last event seen or skipped past; null until known. */
+  readonly lastEventId: string | null
+  readonly status: Status
+  readonly closed: boolean
+  /** Stops delivery; idempotent. Pending awaitOperation calls reject with an AbortError. */
+  close(): void
+  /**
+   * Resolves with the event carrying operationId (also when it came before
+   * the call); rejects with a DOMException named TimeoutError after ms
+   * (default 30000; Infinity: never), or AbortError on close or abort.
+   */
+  awaitOperation(operationId: string, ms?: number, opts?: { signal?: AbortSignal }): Promise<CourseEvent>
+  /** Adds a listener for every event and reset; returns its unsubscribe function. */
+  subscribe(listener: (event: CourseEvent | ResetEvent) => void): () => void
+}
+
+/** Tells a reset from an event envelope: `if (isReset(e)) refetch(); else apply(e)`. */
+export declare function isReset(event: CourseEvent | ResetEvent): event is ResetEvent
+
+/** Opens a subscription to one course; it starts on the next microtask. */
+export declare function connect(options: ConnectOptions): Connection
+
+/** An error answer of the server. */
+export declare class HTTPError extends Error {
+  constructor(status: number, message: string, url: string)
+  readonly name: 'HTTPError'
+  readonly status: number
+  readonly url: string
+}
+
+export declare const COURSE_EVENTS: readonly CourseEventType[]
+
+export declare const DEFAULTS: Readonly<{
+  heartbeatMs: number
+  pollIntervalMs: number
+  maxPollIntervalMs: number
+  longPollWait: string
+  backoffBaseMs: number
+  backoffMaxMs: number
+  rememberFallbackMs: number
+  operationTimeoutMs: number
+}>
+
+/** Full-jitter backoff: a random delay in [0, min(max, base * 2^attempt)). */
+export declare function backoffDelay(attempt: number, base: number, max: number): number

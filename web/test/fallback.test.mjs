@@ -1,0 +1,202 @@
+// auto: SSE first, polling when SSE does not work, remembered for a while,
+// and SSE again later. Nothing is lost or repeated across the switches.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import {
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
+  unexpectedProblems, TEST_TIMEOUT, LIMITED, BASE,
+} from './lib.mjs'
+
+// What Chromium itself logs for an EventSource answered 503: expected in
+// the 503 test, nowhere else.
+const NETWORK_503 = /Failed to load resource: the server responded with a status of 503/
+
+let browser
+before(async () => { browser = await launch() })
+after(async () => { await browser?.close() })
+
+const chapter = (i) => ({ type: 'chapter-update-complete', data: { chapterId: `ch-${i}` } })
+
+test('auto polls when the browser has no EventSource', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser, { init: () => { delete window.EventSource } })
+  assert.equal(await page.evaluate(() => typeof window.EventSource), 'undefined')
+  const course = courseID('no-es')
+  await page.evaluate((c) => window.start('a', { courseId: c }), course)
+  await waitStatus(page, 'a', 'open', 'poll')
+  assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'unsupported')
+  await publishMany(course, 5, chapter)
+  await waitEvents(page, 'a', 5)
+  await settle(page, 'a', course)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 6))
+  assert.equal(requests.filter((r) => r.path.endsWith('/events')).length, 0, 'no SSE request')
+  // Nothing to remember: a missing EventSource is not a server problem.
+  assert.equal(await page.evaluate(() => Object.keys(localStorage).length), 0)
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+test('auto: a 503 steering to polling falls back, is remembered, and SSE comes back later', { timeout: TEST_TIMEOUT }, async () => {
+  assert.ok(LIMITED, 'CS_LIMITED_URL is set')
+  // Take the one SSE slot of the --max-connections 1 server.
+  const holder = new AbortController()
+  const held = await fetch(`${LIMITED}/v1/courses/slot-holder/events`, { signal: holder.signal })
+  assert.equal(held.status, 200)
+  const refused = await fetch(`${LIMITED}/v1/courses/x/events`)
+  assert.equal(refused.status, 503)
+  assert.deepEqual(await refused.json(), { error: 'too many open streams: use polling', fallback: '/v1/courses/x/poll' })
+  try {
+    const { page, problems, context, requests } = await openPage(browser, { base: LIMITED })
+    const course = courseID('steered')
+    await page.evaluate((c) => window.start('a', { courseId: c, rememberFallbackMs: 4_000 }), course)
+    await waitStatus(page, 'a', 'open', 'poll')
+    assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'refused')
+    const sse = requests.filter((r) => r.path.endsWith('/events'))
+    assert.equal(sse.length, 1, 'one EventSource attempt, no retry loop')
+    await publishMany(course, 5, chapter, { base: LIMITED })
+    await waitEvents(page, 'a', 5)
+    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5))
+
+    // Remembered for this browser: a new connection polls without trying SSE.
+    const memory = await page.evaluate(() => Object.entries(localStorage).filter(([k]) => k.startsWith('coursestream:sse-fallback:')))
+    assert.equal(memory.length, 1)
+    assert.equal(JSON.parse(memory[0][1]).reason, 'refused')
+    const before = requests.length
+    await page.evaluate((c) => window.start('b', { courseId: c, rememberFallbackMs: 4_000 }), course)
+    await waitStatus(page, 'b', 'open', 'poll')
+    assert.equal(await page.evaluate(() => window.C.b.conn.status.reason), 'remembered')
+    assert.equal(requests.slice(before).filter((r) => r.path.endsWith('/events')).length, 0)
+    await page.evaluate(() => window.C.b.conn.close())
+
+    // Free the slot: the probe (after rememberFallbackMs) gets SSE back.
+    holder.abort()
+    await waitStatus(page, 'a', 'open', 'sse')
+    assert.equal(await page.evaluate(() => window.C.a.conn.status.reason ?? null), null)
+    await publishMany(course, 3, chapter, { base: LIMITED })
+    await waitEvents(page, 'a', 8)
+    await settle(page, 'a', course, { base: LIMITED })
+    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 9), 'nothing lost or repeated across poll -> sse')
+    assert.equal(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('coursestream:')).length), 0,
+      'the memory is cleared once SSE works')
+    await context.close()
+    assert.deepEqual(unexpectedProblems(problems, [NETWORK_503]), [])
+    assert.ok(problems.some((p) => NETWORK_503.test(p)), 'the 503 did happen')
+  } finally {
+    holder.abort()
+  }
+})
+
+test('auto falls back when the stream does not open within 2 heartbeats', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  // A proxy that holds the SSE response: the request never gets an answer.
+  await page.route('**/v1/courses/*/events*', () => {})
+  const course = courseID('silent')
+  const started = Date.now()
+  await page.evaluate((c) => window.start('a', { courseId: c, heartbeatMs: 500 }), course)
+  await waitStatus(page, 'a', 'open', 'poll')
+  assert.ok(Date.now() - started >= 1_000, 'not before 2 heartbeats')
+  assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'silent')
+  await publishMany(course, 3, chapter)
+  await waitEvents(page, 'a', 3)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
+  await page.evaluate(() => window.C.a.conn.close())
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+test('sse only: a refused stream is retried with backoff, never turned into polling', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('sse-retry')
+  // The first two EventSource requests get a 502 from a "proxy"; then the server answers.
+  let refusals = 0
+  await page.route('**/v1/courses/*/events*', (r) => {
+    if (refusals < 2) {
+      refusals++
+      return r.fulfill({ status: 502, contentType: 'application/json', body: '{"error":"bad gateway"}' })
+    }
+    return r.continue()
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse' }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  assert.equal(refusals, 2)
+  const states = await page.evaluate(() => window.C.a.rec.statuses.map((s) => `${s.state}/${s.transport}`))
+  assert.ok(states.includes('reconnecting/sse'), states.join(' '))
+  assert.ok(!states.some((s) => s.endsWith('/poll')), states.join(' '))
+  // The retries carried the position, known from the start.
+  const sse = requests.filter((r) => r.path.endsWith('/events'))
+  assert.ok(sse.length >= 3 && sse.every((r) => r.query.includes('lastEventId=0')), JSON.stringify(sse.map((r) => r.query)))
+  await publishMany(course, 3, chapter)
+  await waitEvents(page, 'a', 3)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, [/status of 502/]), [])
+})
+
+/**
+ * A proxy on 127.0.0.1 in front of the server that buffers SSE bodies (as
+ * nginx does with proxy_buffering on): the stream opens, no event gets
+ * through. Everything else passes.
+ */
+async function bufferingProxy() {
+  const upstream = new URL(BASE)
+  const server = http.createServer((req, res) => {
+    const up = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode, ur.headers)
+      if (req.url.includes('/events') && ur.statusCode === 200) {
+        res.flushHeaders()
+        ur.resume() // read and hold nothing back upstream, forward nothing
+        ur.on('end', () => res.end())
+      } else {
+        ur.pipe(res)
+      }
+    })
+    up.on('error', () => res.destroy())
+    res.on('close', () => up.destroy())
+    req.pipe(up)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }),
+  }
+}
+
+test('auto falls back when an open stream brings nothing that a poll sees (a buffering proxy)', { timeout: TEST_TIMEOUT }, async () => {
+  const proxy = await bufferingProxy()
+  try {
+    const { page, problems, context } = await openPage(browser, { base: proxy.url })
+    const course = courseID('buffered')
+    await page.evaluate((c) => window.start('a', { courseId: c, heartbeatMs: 500 }), course)
+    await waitStatus(page, 'a', 'open', 'sse') // the headers got through
+    await publishMany(course, 3, chapter)
+    // The audit (after 2 silent heartbeats) sees events 1-3 that the
+    // stream does not bring within its grace: polling takes over.
+    await waitStatus(page, 'a', 'open', 'poll')
+    assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'stalled')
+    await waitEvents(page, 'a', 3)
+    await settle(page, 'a', course)
+    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 4))
+    await context.close()
+    assert.deepEqual(unexpectedProblems(problems), [])
+  } finally {
+    await proxy.close()
+  }
+})
+
+test('sse: a quiet open stream is audited with 304s and kept', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('quiet')
+  let audited = 0
+  const twoAudits = new Promise((resolve) => {
+    page.on('response', (r) => { if (r.url().includes('/poll?') && r.status() === 304 && ++audited === 2) resolve() })
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse', heartbeatMs: 300 }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  await twoAudits
+  assert.equal(requests.filter((r) => r.path.endsWith('/events')).length, 1, 'the stream was kept')
+  await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
+  await waitEvents(page, 'a', 1)
+  assert.equal(await page.evaluate(() => window.C.a.conn.transport), 'sse')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})

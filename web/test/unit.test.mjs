@@ -1,0 +1,41 @@
+// The library's pure parts, in Node: option checks, the backoff, isReset.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { connect, backoffDelay, isReset, DEFAULTS } from '../static/coursestream.js'
+
+test('connect refuses bad options with a TypeError, before any request', () => {
+  const base = { baseUrl: 'http://127.0.0.1:9', courseId: 'course-1' }
+  for (const bad of [
+    { courseId: '' }, { courseId: 'a/b' }, { courseId: '-x' },
+    { transport: 'websocket' }, { fallback: 'sse' },
+    { types: ['Bad'] }, { types: ['reset'] },
+    { coalesce: '11s' }, { coalesce: 'soon' }, { coalesce: 20_000 },
+    { lastEventId: 'abc' }, { lastEventId: '-1' }, { lastEventId: '01' },
+  ]) {
+    assert.throws(() => connect({ ...base, ...bad }), TypeError, JSON.stringify(bad))
+  }
+  assert.throws(() => connect({ courseId: 'c' }), /baseUrl is required/)
+  const ok = connect({ ...base, coalesce: 500, lastEventId: 7, types: ['quiz-started'] })
+  assert.equal(ok.lastEventId, '7')
+  assert.equal(ok.courseId, 'course-1')
+  ok.close()
+  assert.equal(ok.status.state, 'closed')
+})
+
+test('backoff: full jitter in [0, min(max, base * 2^attempt))', () => {
+  for (const attempt of [0, 1, 2, 5, 10, 100]) {
+    const cap = Math.min(DEFAULTS.backoffMaxMs, DEFAULTS.backoffBaseMs * 2 ** attempt)
+    let max = 0
+    for (let i = 0; i < 2_000; i++) {
+      const d = backoffDelay(attempt, DEFAULTS.backoffBaseMs, DEFAULTS.backoffMaxMs)
+      assert.ok(d >= 0 && d < cap, `attempt ${attempt}: ${d}`)
+      max = Math.max(max, d)
+    }
+    assert.ok(max > cap * 0.8, `attempt ${attempt}: spread up to the cap (${max} of ${cap})`)
+  }
+})
+
+test('isReset tells resets from envelopes', () => {
+  assert.equal(isReset({ type: 'reset', courseId: 'c', lastEventId: '3' }), true)
+  assert.equal(isReset({ id: '3', type: 'chapter-update-complete', courseId: 'c', data: {}, timestamp: 1 }), false)
+})
