@@ -354,15 +354,31 @@ func (c *conn) writeReset(last uint64) bool {
 
 // finalFrame tells the client when to come back (Config.Retry plus a random
 // share of Config.DrainJitter, so that clients spread their reconnections),
-// flushes, and stops the stream.
+// flushes, and stops the stream. The frame sets retry: for EventSource and
+// carries the same delay as a DrainEvent for libraries that reconnect by
+// themselves (EventSource does not show retry: to scripts). It has no id
+// line, so the client's last event id is unchanged, and its event name
+// cannot be a course event type, so no course listener fires.
 func (c *conn) finalFrame(cause error) {
 	jitter := time.Duration(rand.Int64N(int64(c.h.cfg.DrainJitter)))
-	b := append([]byte(": "+cause.Error()+"\nretry: "), strconv.AppendInt(nil, (c.h.cfg.Retry+jitter).Milliseconds(), 10)...)
-	if c.write(append(b, "\n\n"...)) {
+	ms := strconv.AppendInt(nil, (c.h.cfg.Retry + jitter).Milliseconds(), 10)
+	b := make([]byte, 0, 128)
+	b = append(b, ": "+cause.Error()+"\nevent: "+DrainEvent+"\ndata: {\"retryMs\":"...)
+	b = append(b, ms...)
+	b = append(b, "}\nretry: "...)
+	b = append(b, ms...)
+	b = append(b, "\n\n"...)
+	if c.write(b) {
 		c.flush()
 	}
 	c.stop(cause)
 }
+
+// DrainEvent is the SSE event name of the final frame of a stream ended on
+// purpose (shutdown, --max-stream-age); its data is {"retryMs": N}, the
+// delay after which to reconnect. The colon keeps it outside the pattern of
+// course event types.
+const DrainEvent = "coursestream:drain"
 
 var heartbeatFrame = []byte(": hb\n\n")
 

@@ -353,7 +353,7 @@ func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
 			if !ok {
 				break
 			}
-			if f.data != "" {
+			if f.data != "" && f.event != DrainEvent {
 				got++
 				if got == 1 {
 					e.hub.Drain() // after the event, so nothing is lost to the drain
@@ -362,10 +362,11 @@ func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
 			final = f
 		}
 		// The last frame tells the client to come back after 1s plus up
-		// to 4s of jitter, and changes no id.
+		// to 4s of jitter (as retry: and as the drain event's data), and
+		// changes no id.
 		retry, _ := strconv.Atoi(final.retry)
-		if final.hasID || final.data != "" || !final.comment || retry < 1000 || retry >= 5000 {
-			t.Fatalf("final frame %+v, want a comment and retry in [1000,5000)", final)
+		if final.hasID || final.event != DrainEvent || final.data != `{"retryMs":`+final.retry+`}` || retry < 1000 || retry >= 5000 {
+			t.Fatalf("final frame %+v, want %s with retry in [1000,5000)", final, DrainEvent)
 		}
 		retries[retry] = true
 	}
@@ -455,8 +456,8 @@ func TestMaxStreamAge(t *testing.T) {
 		}
 		final = f
 	}
-	if final.retry == "" || final.hasID {
-		t.Fatalf("final frame %+v, want the retry frame", final)
+	if final.retry == "" || final.hasID || final.event != DrainEvent {
+		t.Fatalf("final frame %+v, want the drain frame", final)
 	}
 	if reason := <-m.closed; reason != "age" {
 		t.Fatalf("closed for %q, want age", reason)

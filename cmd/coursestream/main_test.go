@@ -187,7 +187,7 @@ func TestServePublishSubscribeAndShutdown(t *testing.T) {
 	s := startServer(t, "--heartbeat", "50ms")
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-	for _, path := range []string{"/healthz", "/readyz", "/"} {
+	for _, path := range []string{"/healthz", "/readyz", "/", "/coursestream.js"} {
 		resp, err := client.Get(s.url(path))
 		if err != nil {
 			t.Fatal(err)
@@ -196,6 +196,10 @@ func TestServePublishSubscribeAndShutdown(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %d", path, resp.StatusCode)
 		}
+	}
+
+	if resp, err := client.Head(s.url("/coursestream.js")); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD /coursestream.js: %v %v", resp, err)
 	}
 
 	// The publish subcommand posts to the running server and prints the id.

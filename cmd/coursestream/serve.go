@@ -207,6 +207,8 @@ func routes(d routeDeps) http.Handler {
 	}))
 	r.Get("/", files.ServeHTTP)
 	r.Get("/{file}", files.ServeHTTP)
+	r.Head("/", files.ServeHTTP)
+	r.Head("/{file}", files.ServeHTTP)
 	return r
 }
 
