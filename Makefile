@@ -5,7 +5,7 @@
 GO       ?= go
 FUZZTIME ?= 8s
 # Fuzz targets run briefly on every test run: package:target.
-FUZZ     := observer:FuzzParseEnvelope observer:FuzzNormalize poller:FuzzMatchNoneMatch poller:FuzzParse stream:FuzzParseRequest internal/auth:FuzzParse
+FUZZ     := observer:FuzzParseEnvelope observer:FuzzNormalize poller:FuzzMatchNoneMatch poller:FuzzParse stream:FuzzParseRequest internal/auth:FuzzParse cmd/coursestream:FuzzEndpoints
 
 .PHONY: test deps check unit fuzz run bench
 

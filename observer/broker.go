@@ -35,7 +35,8 @@ type Broker interface {
 	Subscribe(ctx context.Context, courseID string, l Listener) (unsubscribe func(), err error)
 }
 
-// Page is one read of a course's history.
+// Page is one read of a course's history. Its Events may be shared with
+// other callers (and the events always are): read them, never modify them.
 type Page struct {
 	Events []*Event // ids greater than the requested one, oldest first
 	LastID uint64   // the course's last id when the page was read

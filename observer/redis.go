@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of the Redis broker's knobs.
@@ -87,6 +88,7 @@ type Redis struct {
 	cluster  *redis.ClusterClient // nil on one Redis
 	obs      *Observer
 	instance string // names this instance's probe channels
+	reads    singleflight.Group
 
 	running  atomic.Bool
 	stopped  chan struct{} // closed when Run stops: Subscribe gives up
@@ -279,6 +281,10 @@ func storedEvent(m Message, data []byte, id uint64, env string) (*Event, error) 
 // History implements Broker. The course's sequence and the page are read
 // together by one read-only function call, so Page.LastID (the poll ETag)
 // always matches the events returned.
+//
+// Identical reads in flight at the same time (a reconnect storm: thousands
+// of clients of one course resuming from the same id) share one Redis call;
+// the page they get is shared, and must not be modified.
 func (r *Redis) History(ctx context.Context, courseID string, after uint64, limit int) (Page, error) {
 	if !ValidCourseID(courseID) {
 		return Page{}, fmt.Errorf("%w: %q", ErrInvalidCourseID, truncate(courseID))
@@ -286,6 +292,46 @@ func (r *Redis) History(ctx context.Context, courseID string, after uint64, limi
 	if limit <= 0 || limit > MaxPage {
 		limit = MaxPage
 	}
+	// The key holds the last id this instance has announced for the course:
+	// a caller that saw an event announced never joins a read that started
+	// before it, and so always gets that event back.
+	key := courseID + "\x00" + strconv.FormatUint(after, 10) + "\x00" + strconv.Itoa(limit) +
+		"\x00" + strconv.FormatUint(r.announced(courseID), 10)
+	ch := r.reads.DoChan(key, func() (any, error) {
+		// Not the first caller's context: the others share the result.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
+		defer cancel()
+		return r.history(rctx, courseID, after, limit)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return Page{}, res.Err
+		}
+		return res.Val.(Page), nil
+	case <-ctx.Done():
+		return Page{}, ctx.Err()
+	}
+}
+
+// announced returns the id of the last event this instance delivered to
+// the course's listeners (0 when it has none).
+func (r *Redis) announced(courseID string) uint64 {
+	r.mu.Lock()
+	c := r.courses[courseID]
+	r.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// historyTimeout bounds one shared history read.
+const historyTimeout = 10 * time.Second
+
+func (r *Redis) history(ctx context.Context, courseID string, after uint64, limit int) (Page, error) {
 	v, err := r.fcall(ctx, true, fnHistory, []string{courseID}, strconv.FormatUint(after, 10), limit)
 	if err != nil {
 		return Page{}, mapError(err)
@@ -310,26 +356,37 @@ func (r *Redis) History(ctx context.Context, courseID string, after uint64, limi
 		p.Reset = true
 		return p, nil
 	}
+	// The page must continue `after` one id at a time: an id missing
+	// (trimmed, lost with Redis' data, or an entry that is not ours) ends
+	// the page there, and a page that cannot start is a reset: never a
+	// silent gap.
 	p.Events = make([]*Event, 0, len(arr)/2)
+	prev := after
 	for i := 1; i+1 < len(arr); i += 2 {
 		sid, _ := arr[i].(string)
 		env, _ := arr[i+1].(string)
 		id, err := ParseID(strings.TrimSuffix(sid, "-0"))
-		if i == 1 && (err != nil || id != after+1) {
-			p.Reset = true // the events right after `after` were trimmed
-			p.Events = nil
+		var ev *Event
+		if err == nil && id == prev+1 {
+			var perr error
+			ev, perr = ParseEnvelope([]byte(env))
+			switch {
+			case perr != nil:
+				r.malformed("history", HistoryKey(courseID), env, perr)
+				ev = nil
+			case ev.ID != id || ev.CourseID != courseID:
+				r.malformed("history", HistoryKey(courseID), env, errors.New("the envelope does not match its stream entry"))
+				ev = nil
+			}
+		}
+		if ev == nil {
+			if len(p.Events) == 0 {
+				p.Reset, p.Events = true, nil
+			}
 			return p, nil
 		}
-		ev, perr := ParseEnvelope([]byte(env))
-		switch {
-		case err != nil || perr != nil:
-			r.malformed("history", HistoryKey(courseID), env, errors.Join(err, perr))
-			continue
-		case ev.ID != id || ev.CourseID != courseID:
-			r.malformed("history", HistoryKey(courseID), env, errors.New("the envelope does not match its stream entry"))
-			continue
-		}
 		p.Events = append(p.Events, ev)
+		prev = id
 	}
 	return p, nil
 }
@@ -493,12 +550,65 @@ func (r *Redis) fcall(ctx context.Context, readOnly bool, fn string, keys []stri
 		}
 		if attempt == 0 && isFunctionMissing(err) {
 			r.log.Info("redis: the function library is missing; loading it again")
+			r.raiseSequences(ctx) // before anyone can publish again
 			if lerr := r.loadLibrary(ctx); lerr != nil {
 				return nil, lerr
 			}
 			continue
 		}
 		return v, err
+	}
+}
+
+// lossMargin is how far above the highest id an instance delivered a
+// course's sequence continues after Redis lost its data: events published
+// but not yet delivered when the data was lost stay below it.
+const lossMargin = 1000
+
+// raiseScript sets a course's sequence to ARGV[2] when it is below ARGV[1]
+// (missing counts as 0): the data behind the ids this instance delivered
+// is gone. It is a plain script, not part of the library: it runs when the
+// library itself is missing.
+var raiseScript = redis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if v < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`)
+
+// raiseSequence makes the course's sequence continue above high after a
+// data loss, and returns the new floor.
+func (r *Redis) raiseSequence(ctx context.Context, courseID string, high uint64) (uint64, error) {
+	floor := high + lossMargin
+	raised, err := raiseScript.Run(ctx, r.rdb, []string{SeqKey(courseID)}, high, floor).Int()
+	if err != nil {
+		return 0, mapError(err)
+	}
+	if raised == 1 {
+		r.log.Warn("redis: the course's sequence was behind the ids delivered (Redis lost its data); it continues above them",
+			slog.String("course", courseID), slog.Uint64("delivered", high), slog.Uint64("from", floor))
+	}
+	return floor, nil
+}
+
+// raiseSequences raises the sequence of every course with local listeners
+// that Redis lost (see raiseSequence). It runs before the library is loaded
+// again, so that no publish can reuse an id a client already has.
+func (r *Redis) raiseSequences(ctx context.Context) {
+	r.mu.Lock()
+	cs := make([]*rcourse, 0, len(r.courses))
+	for _, c := range r.courses {
+		cs = append(cs, c)
+	}
+	r.mu.Unlock()
+	for _, c := range cs {
+		c.mu.Lock()
+		high := c.high
+		c.mu.Unlock()
+		if high > 0 {
+			_, _ = r.raiseSequence(ctx, c.id, high)
+		}
 	}
 }
 
@@ -526,6 +636,7 @@ func (r *Redis) checkLibrary(ctx context.Context, repair bool) error {
 		switch {
 		case isFunctionMissing(err) && repair:
 			r.log.Info("redis: the function library is missing; loading it again", slog.String("node", c.Options().Addr))
+			r.raiseSequences(ctx) // before anyone can publish again
 			if err := c.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
 				return mapError(err)
 			}

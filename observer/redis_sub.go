@@ -42,6 +42,7 @@ type rcourse struct {
 	confirmed   bool     // Redis confirmed the subscription at least once
 	known       bool     // last is the course's position
 	last        uint64   // id of the last event delivered (or the baseline)
+	high        uint64   // the highest id ever delivered or seen as baseline; survives resets
 	filling     bool     // a fill worker owns delivery
 	refill      bool     // the fill must run once more (a reconnect happened meanwhile)
 	overflow    bool     // held events were dropped
@@ -385,6 +386,7 @@ func (c *rcourse) live(r *Redis, ev *Event) {
 		// Already delivered (read from history, or sent twice).
 	case ev.ID == c.last+1:
 		c.last = ev.ID
+		c.high = max(c.high, ev.ID)
 		r.obs.Emit(ev)
 	default:
 		c.held = append(c.held[:0], ev)
@@ -523,6 +525,7 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 	reset := false
 	if !known {
 		c.last, c.known = seq, true
+		c.high = max(c.high, seq)
 		if !c.readyClosed {
 			c.readyClosed = true
 			close(c.ready)
@@ -532,6 +535,7 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 		for _, ev := range page.Events {
 			if ev.ID > c.last {
 				c.last = ev.ID
+				c.high = max(c.high, ev.ID)
 				r.obs.Emit(ev)
 				n++
 			}
@@ -541,10 +545,20 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 		}
 		if page.Reset {
 			reset = true
+			to := page.LastID
+			if to < c.high {
+				// The sequence went backwards: Redis lost its data. Continue
+				// above every id ever delivered, so that no client can take
+				// a new event for one it already has.
+				if floor, err := r.raiseSequence(ctx, c.id, c.high); err == nil {
+					to = max(to, floor)
+				}
+			}
 			r.log.Warn("redis: the history cannot fill a gap (trimmed, or Redis lost its data); listeners get a reset",
-				slog.String("course", c.id), slog.Uint64("delivered", c.last), slog.Uint64("sequence", page.LastID))
-			c.last = page.LastID
-			r.obs.Emit(&Event{CourseID: c.id, ID: page.LastID, Reset: true})
+				slog.String("course", c.id), slog.Uint64("delivered", c.last), slog.Uint64("sequence", page.LastID), slog.Uint64("reset to", to))
+			c.last = to
+			c.high = max(c.high, to)
+			r.obs.Emit(&Event{CourseID: c.id, ID: to, Reset: true})
 		}
 		if page.More() {
 			return false, nil
@@ -560,6 +574,7 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 		case ev.ID <= c.last:
 		case ev.ID == c.last+1:
 			c.last = ev.ID
+			c.high = max(c.high, ev.ID)
 			r.obs.Emit(ev)
 		case i < pre && ev.ID > seq:
 			if !reset { // after a reset, held events belong to the old sequence

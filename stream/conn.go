@@ -35,6 +35,7 @@ type conn struct {
 	beat      bool              // a heartbeat is due
 	ending    error             // end was called: send the final frame, then stop
 	stopped   bool              // no more events are queued
+	clean     bool              // the final frame is out: end without cutting the connection
 	finished  bool              // the handler returned: rc must not be used
 
 	armed time.Time // the write deadline last set; request goroutine only
@@ -127,13 +128,14 @@ func (c *conn) wake() {
 }
 
 // stop ends the stream now: the request context is cancelled and a write
-// blocked on a peer that does not read is interrupted.
+// blocked on a peer that does not read is interrupted (unless the stream
+// is ending cleanly: then net/http must still write the response's end).
 func (c *conn) stop(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopped = true
 	c.cancel(cause)
-	if !c.finished {
+	if !c.finished && !c.clean {
 		_ = c.rc.SetWriteDeadline(time.Now())
 	}
 }
@@ -258,6 +260,7 @@ func (c *conn) deliver(pos *uint64, co *coalescer, window *<-chan time.Time) boo
 // switches the connection to live queueing. History, not the queue, holds
 // what a replaying client has not seen, so a long replay never overflows.
 func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
+	stuck := 0 // history reads in a row that did not reach an announced id
 	for {
 		replayed := 0
 		for _, ev := range page.Events {
@@ -296,7 +299,6 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 		}
 		head := c.liveHead
 		c.mu.Unlock()
-		before := *pos
 		var err error
 		page, err = c.h.broker.History(c.ctx, c.req.course, *pos, replayPage)
 		if err != nil {
@@ -306,15 +308,25 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 			}
 			return false
 		}
-		if len(page.Events) == 0 && !page.Reset && *pos == before && head > *pos && !page.More() {
-			// The broker announced an id its history does not have. Do not
-			// spin: go live from what history says is the last id.
-			c.h.log.Warn("stream: announced event missing from history", slog.String("course", c.req.course),
-				slog.Uint64("announced", head), slog.Uint64("last", page.LastID))
-			c.mu.Lock()
-			c.liveHead = *pos
-			c.mu.Unlock()
+		if len(page.Events) > 0 || page.Reset || head <= *pos || page.More() {
+			stuck = 0
+			continue
 		}
+		// The broker announced an id its history does not show (yet). Ask
+		// again a few times; then tell the client to reset rather than go
+		// on with a silent gap.
+		if stuck++; stuck < 5 {
+			select {
+			case <-c.ctx.Done():
+				return false
+			case <-time.After(time.Duration(stuck) * 5 * time.Millisecond):
+			}
+			continue
+		}
+		c.h.log.Warn("stream: announced event missing from history; resetting the client", slog.String("course", c.req.course),
+			slog.Uint64("announced", head), slog.Uint64("last", page.LastID))
+		page = observer.Page{Reset: true, LastID: max(head, page.LastID)}
+		stuck = 0
 	}
 }
 
@@ -368,8 +380,12 @@ func (c *conn) finalFrame(cause error) {
 	b = append(b, "}\nretry: "...)
 	b = append(b, ms...)
 	b = append(b, "\n\n"...)
-	if c.write(b) {
-		c.flush()
+	if c.write(b) && c.flush() {
+		// Out: end the request normally, so that net/http closes the
+		// chunked body properly (a clean end, not a cut connection).
+		c.mu.Lock()
+		c.clean = true
+		c.mu.Unlock()
 	}
 	c.stop(cause)
 }

@@ -73,6 +73,7 @@ type sseClient struct {
 	t    testing.TB
 	resp *http.Response
 	r    *bufio.Reader
+	err  error // what ended the stream
 }
 
 func (e *env) open(path string, header map[string]string) *sseClient {
@@ -109,6 +110,7 @@ func (c *sseClient) next() (f frame, ok bool) {
 	for {
 		line, err := c.r.ReadString('\n')
 		if err != nil {
+			c.err = err
 			return f, false
 		}
 		line = strings.TrimSuffix(line, "\n")

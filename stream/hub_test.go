@@ -369,6 +369,9 @@ func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
 			t.Fatalf("final frame %+v, want %s with retry in [1000,5000)", final, DrainEvent)
 		}
 		retries[retry] = true
+		if c.err != io.EOF {
+			t.Fatalf("the drained stream ended with %v, want a clean end of the chunked body", c.err)
+		}
 	}
 	if len(retries) < 2 {
 		t.Fatalf("3 streams got the same retry %v: no jitter", retries)

@@ -18,20 +18,36 @@ import (
 	"time"
 )
 
-// binary is the coursestream binary built once for the process tests.
-var binary string
+// binary is the coursestream binary built once for the process tests,
+// with the race detector; fastBinary is built without it, for the
+// scenarios that measure memory or hold thousands of clients.
+var binary, fastBinary string
+
+// csloadBinary is the load tool, the clients of the reconnect storm.
+var csloadBinary string
 
 func TestMain(m *testing.M) {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") { // fuzzing (FuzzEndpoints) runs in-process: no binaries
+			os.Exit(m.Run())
+		}
+	}
 	dir, err := os.MkdirTemp("", "coursestream-bin")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "coursestream")
-	build := exec.Command("go", "build", "-race", "-o", binary, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building coursestream:", err)
-		os.Exit(1)
+	binary, fastBinary = filepath.Join(dir, "coursestream"), filepath.Join(dir, "coursestream-fast")
+	csloadBinary = filepath.Join(dir, "csload")
+	for _, b := range []*exec.Cmd{
+		exec.Command("go", "build", "-race", "-o", binary, "."),
+		exec.Command("go", "build", "-o", fastBinary, "."),
+		exec.Command("go", "build", "-o", csloadBinary, "../csload"),
+	} {
+		b.Stderr = os.Stderr
+		if err := b.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building coursestream:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -143,7 +159,12 @@ var listenRE = regexp.MustCompile(`msg="coursestream listening" addr=(\S+)`)
 // "listening" line.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
+	return startBinary(t, binary, args...)
+}
+
+func startBinary(t *testing.T, bin string, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a test binary that panics
 	pr, pw := io.Pipe()

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -69,6 +68,7 @@ type config struct {
 	Addr        string // floor: listen address
 	Duration    time.Duration
 	Cycle       time.Duration
+	Reconnect   bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -78,7 +78,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
-	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "coursestream base URL")
+	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "coursestream base URL; several comma-separated for --reconnect")
+	fs.BoolVar(&c.Reconnect, "reconnect", false, "clients come back with Last-Event-ID when their stream ends (to the next --server)")
 	fs.IntVar(&c.Clients, "clients", 1000, "SSE clients (sse) or pollers (poll)")
 	fs.IntVar(&c.Courses, "courses", 1, "courses the clients spread over")
 	fs.IntVar(&c.Ramp, "ramp", 2000, "new connections per second")
@@ -139,15 +140,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func (c *config) check() error {
-	u, err := url.Parse(c.Server)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("--server %q: want http://HOST:PORT", c.Server)
+	bases, err := parseServers(c.Server)
+	if err != nil {
+		return err
 	}
-	if !c.AllowRemote {
+	for _, u := range bases {
 		host := u.Hostname()
 		ip := net.ParseIP(host)
-		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return fmt.Errorf("--server %s is not loopback; pass --allow-remote to load another machine", c.Server)
+		if !c.AllowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("--server %s is not loopback; pass --allow-remote to load another machine", u)
 		}
 	}
 	switch {

@@ -87,7 +87,7 @@ func (p *poller) poll(ctx context.Context, hc *http.Client, base, token string) 
 }
 
 func runPoll(ctx context.Context, c config) (*report, error) {
-	base := strings.TrimRight(c.Server, "/")
+	base := strings.TrimRight(strings.Split(c.Server, ",")[0], "/")
 	rep := &report{Mode: "poll", Clients: c.Clients, Courses: c.Courses, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.Clients, MaxConnsPerHost: c.Clients}}
 	defer hc.CloseIdleConnections()

@@ -30,7 +30,7 @@ func newPublisher(c config) (publisher, error) {
 		return &fcallPublisher{rdb: redis.NewClient(opt)}, nil
 	}
 	return &httpPublisher{
-		base:  strings.TrimRight(c.Server, "/"),
+		base:  strings.TrimRight(strings.Split(c.Server, ",")[0], "/"),
 		token: c.Token,
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: c.Concurrency * 2, MaxConnsPerHost: c.Concurrency * 2,

@@ -34,10 +34,15 @@ type report struct {
 	Duplicates     int           `json:"duplicates"`
 	OutOfOrder     int           `json:"outOfOrder"`
 	Resets         int           `json:"resets"`
-	LatencyP50     time.Duration `json:"latencyP50"`
-	LatencyP90     time.Duration `json:"latencyP90"`
-	LatencyP99     time.Duration `json:"latencyP99"`
-	LatencyMax     time.Duration `json:"latencyMax"`
+	Reconnects     int           `json:"reconnects"`
+	// Reconnected clients lost their first connection and came back;
+	// ReconnectSpread is from the first such loss to the last first retry.
+	Reconnected     int           `json:"reconnected,omitempty"`
+	ReconnectSpread time.Duration `json:"reconnectSpread,omitempty"`
+	LatencyP50      time.Duration `json:"latencyP50"`
+	LatencyP90      time.Duration `json:"latencyP90"`
+	LatencyP99      time.Duration `json:"latencyP99"`
+	LatencyMax      time.Duration `json:"latencyMax"`
 	// Server figures, with --pid.
 	ServerRSSMiB         float64 `json:"serverRssMiB,omitempty"`
 	RSSPerConnKiB        float64 `json:"rssPerConnKiB,omitempty"`
@@ -65,7 +70,10 @@ func (r *report) print(w io.Writer, asJSON bool) {
 	fmt.Fprintf(w, "connections: %d ok, %d failed in %.1fs; connect p50 %s p99 %s\n",
 		r.Connected, r.ConnectFailed, r.ConnectSeconds, ms(r.ConnectP50), ms(r.ConnectP99))
 	fmt.Fprintf(w, "published %d in %.1fs; deliveries expected %d, received %d\n", r.Published, r.PublishSeconds, r.Expected, r.Received)
-	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d\n", r.Lost, r.Duplicates, r.OutOfOrder)
+	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d, resets %d, reconnections %d\n", r.Lost, r.Duplicates, r.OutOfOrder, r.Resets, r.Reconnects)
+	if r.Reconnected > 0 {
+		fmt.Fprintf(w, "%d clients lost their stream and tried again within %s\n", r.Reconnected, ms(r.ReconnectSpread))
+	}
 	fmt.Fprintf(w, "latency p50 %s p90 %s p99 %s max %s\n", ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99), ms(r.LatencyMax))
 	if r.Requests > 0 {
 		fmt.Fprintf(w, "polls: %d requests (%d x 304), %.0f/s\n", r.Requests, r.NotModOK, r.RequestsPS)

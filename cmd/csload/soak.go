@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -15,7 +14,7 @@ import (
 // a few events, and leave. The server's RSS is sampled every cycle; it must
 // stay flat (courses nobody watches any more must not cost memory).
 func runSoak(ctx context.Context, c config, out io.Writer) (*report, error) {
-	base, _ := url.Parse(c.Server)
+	bases, _ := parseServers(c.Server)
 	proc := newProc(c.PID)
 	rep := &report{Mode: "soak", Clients: c.Clients, Courses: c.Courses, Publish: c.Publish}
 	pub, err := newPublisher(c)
@@ -36,21 +35,23 @@ func runSoak(ctx context.Context, c config, out io.Writer) (*report, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cl, _, body, err := dial(ctx, base, prefix+strconv.Itoa(i%c.Courses), c.Token)
-				if err != nil {
-					return
-				}
+				cl := &client{course: prefix + strconv.Itoa(i%c.Courses), cfg: &c, bases: bases, done: make(chan struct{})}
 				cl.expect = perCycle / c.Courses
 				if i%c.Courses < perCycle%c.Courses {
 					cl.expect++
 				}
 				if cl.expect == 0 {
+					cl.doneClosed = true
 					close(cl.done)
 				}
+				_, body, err := cl.dial(ctx, 0)
+				if err != nil {
+					return
+				}
+				go cl.run(ctx, body)
 				mu.Lock()
 				clients = append(clients, cl)
 				mu.Unlock()
-				go cl.read(body)
 			}()
 		}
 		wg.Wait()
@@ -73,7 +74,7 @@ func runSoak(ctx context.Context, c config, out io.Writer) (*report, error) {
 			}
 		}
 		for _, cl := range clients {
-			cl.conn.Close()
+			cl.stop()
 			cl.mu.Lock()
 			rep.Expected += cl.expect
 			rep.Received += cl.received

@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,72 +20,208 @@ import (
 
 // client is one SSE subscriber. It checks its ids as they come: each must
 // be the previous one plus one (the publisher is the only writer of its
-// course during a run).
+// course during a run), or follow a reset.
+//
+// With --reconnect it behaves like a browser with the library: when its
+// stream ends it comes back with Last-Event-ID after the delay the drain
+// frame gave, or a full-jitter backoff, to the next server of --server.
 type client struct {
 	course string
-	conn   net.Conn
+	cfg    *config
+	bases  []*url.URL
+	storm  *storm
 
 	mu         sync.Mutex
+	conn       net.Conn
+	server     int    // index in bases of the current connection
 	last       uint64 // last id seen; 0 before the first
 	received   int
 	duplicates int
 	outOfOrder int
 	gaps       int // ids skipped
+	resets     int
+	reconnects int
+	dropped    bool // its first connection ended (for the storm figures)
 	latencies  []time.Duration
 	done       chan struct{} // closed when the expected count arrived
+	doneClosed bool
 	expect     int
+	stopped    bool
 }
 
-// dial opens the stream and reads up to the first frame (retry:), which
-// the server writes once the subscription is effective.
-func dial(ctx context.Context, base *url.URL, course, token string) (*client, time.Duration, *bufio.Reader, error) {
+// storm records when clients lost their first connection and when they
+// first tried again: how fast a crowd comes back.
+type storm struct {
+	firstDrop, lastRetry atomic.Int64 // unix nanos
+	retried              atomic.Int64
+}
+
+func (s *storm) note(v *atomic.Int64, less bool) {
+	now := time.Now().UnixNano()
+	for {
+		old := v.Load()
+		if old != 0 && (less && old <= now || !less && old >= now) {
+			return
+		}
+		if v.CompareAndSwap(old, now) {
+			return
+		}
+	}
+}
+
+// dial opens a stream on bases[server] and reads up to the first frame
+// (retry:), which the server writes once the subscription is effective.
+func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Reader, error) {
 	start := time.Now()
+	base := c.bases[server%len(c.bases)]
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", base.Host)
 	if err != nil {
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
-	path := "/v1/courses/" + course + "/events"
-	if token != "" {
-		path += "?token=" + url.QueryEscape(token)
+	path := "/v1/courses/" + c.course + "/events"
+	if c.cfg.Token != "" {
+		path += "?token=" + url.QueryEscape(c.cfg.Token)
 	}
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, base.Host); err != nil {
+	resume := ""
+	if c.cfg.Reconnect {
+		c.mu.Lock()
+		resume = "Last-Event-ID: " + strconv.FormatUint(c.last, 10) + "\r\n"
+		c.mu.Unlock()
+	}
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, base.Host, resume); err != nil {
 		conn.Close()
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	br := bufio.NewReaderSize(conn, 4096)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		conn.Close()
-		return nil, 0, nil, fmt.Errorf("status %d", resp.StatusCode)
+		return 0, nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	body := bufio.NewReaderSize(resp.Body, 4096)
 	line, err := body.ReadSlice('\n')
 	if err != nil || !bytes.HasPrefix(line, []byte("retry:")) {
 		conn.Close()
-		return nil, 0, nil, fmt.Errorf("first line %q: %v", line, err)
+		return 0, nil, fmt.Errorf("first line %q: %v", line, err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	return &client{course: course, conn: conn, done: make(chan struct{})}, time.Since(start), body, nil
+	c.mu.Lock()
+	c.conn, c.server = conn, server
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		conn.Close()
+	}
+	return time.Since(start), body, nil
 }
 
-// read parses frames until the connection ends.
-func (c *client) read(r *bufio.Reader) {
+// run reads the stream, and with --reconnect comes back until ctx ends or
+// stop is called.
+func (c *client) run(ctx context.Context, r *bufio.Reader) {
+	attempt := 0
+	for {
+		retry := c.read(r)
+		if !c.cfg.Reconnect || ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		first := !c.dropped
+		c.dropped = true
+		stopped := c.stopped
+		c.mu.Unlock()
+		if stopped {
+			return
+		}
+		if first && c.storm != nil {
+			c.storm.note(&c.storm.firstDrop, true)
+		}
+		for {
+			delay := retry
+			if delay < 0 {
+				attempt++
+				delay = time.Duration(rand.Int64N(int64(min(5*time.Second, 100*time.Millisecond<<min(attempt-1, 6)))))
+			}
+			retry = -1
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			if first && c.storm != nil {
+				c.storm.note(&c.storm.lastRetry, false)
+				c.storm.retried.Add(1)
+				first = false
+			}
+			c.mu.Lock()
+			next := c.server + 1
+			c.reconnects++
+			c.mu.Unlock()
+			_, body, err := c.dial(ctx, next)
+			if err == nil {
+				attempt = 0
+				r = body
+				break
+			}
+			c.mu.Lock()
+			c.server = next // and the one after, next time
+			c.mu.Unlock()
+		}
+	}
+}
+
+// stop closes the connection and ends reconnecting.
+func (c *client) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	if c.conn != nil {
+		c.conn.Close()
+	}
+}
+
+// read parses frames until the connection ends. It returns the delay a
+// drain frame asked for, or -1.
+func (c *client) read(r *bufio.Reader) time.Duration {
+	var event []byte
 	for {
 		line, err := r.ReadSlice('\n')
 		if err != nil {
-			return
+			return -1
 		}
-		if !bytes.HasPrefix(line, []byte("data: ")) {
+		switch {
+		case len(line) == 1: // the blank line ending a frame
+			event = nil
+			continue
+		case bytes.HasPrefix(line, []byte("event: ")):
+			event = append(event[:0], bytes.TrimSpace(line[len("event: "):])...)
+			continue
+		case !bytes.HasPrefix(line, []byte("data: ")):
+			continue
+		}
+		data := line[len("data: "):]
+		switch string(event) {
+		case "coursestream:drain":
+			var d struct{ RetryMs int64 }
+			_ = json.Unmarshal(data, &d)
+			return time.Duration(d.RetryMs) * time.Millisecond
+		case "reset":
+			var d struct{ LastEventID string }
+			_ = json.Unmarshal(data, &d)
+			n, _ := strconv.ParseUint(d.LastEventID, 10, 64)
+			c.mu.Lock()
+			c.last = n
+			c.resets++
+			c.mu.Unlock()
 			continue
 		}
 		now := time.Now()
-		id, sent, ok := parseData(line[len("data: "):])
+		id, sent, ok := parseData(data)
 		if !ok {
 			continue
 		}
@@ -100,7 +240,8 @@ func (c *client) read(r *bufio.Reader) {
 		if sent > 0 {
 			c.latencies = append(c.latencies, now.Sub(time.Unix(0, sent)))
 		}
-		if c.received == c.expect {
+		if c.received == c.expect && !c.doneClosed {
+			c.doneClosed = true
 			close(c.done)
 		}
 		c.mu.Unlock()
@@ -135,7 +276,8 @@ func parseData(b []byte) (id uint64, sent int64, ok bool) {
 }
 
 func runSSE(ctx context.Context, c config) (*report, error) {
-	base, _ := url.Parse(c.Server)
+	bases, _ := parseServers(c.Server)
+	st := &storm{}
 	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
 	proc := newProc(c.PID)
 	rssBefore := proc.rss()
@@ -154,14 +296,14 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 			return rep, ctx.Err()
 		case <-tick.C:
 		}
-		course := c.CoursePfx + strconv.Itoa(i%c.Courses)
+		cl := &client{course: c.CoursePfx + strconv.Itoa(i%c.Courses), cfg: &c, bases: bases, storm: st, done: make(chan struct{})}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl, took, body, err := dial(ctx, base, course, c.Token)
+			took, body, err := cl.dial(ctx, 0)
 			if err != nil {
 				if failed.Add(1) <= 3 {
-					fmt.Printf("connect: %v\n", err)
+					fmt.Fprintf(os.Stderr, "csload: connect: %v\n", err)
 				}
 				return
 			}
@@ -169,7 +311,7 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 			clients = append(clients, cl)
 			connectTimes = append(connectTimes, took)
 			mu.Unlock()
-			go cl.read(body)
+			go cl.run(ctx, body)
 		}()
 	}
 	tick.Stop()
@@ -180,7 +322,7 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 	rep.ConnectP50, rep.ConnectP99 = pct(connectTimes, 50), pct(connectTimes, 99)
 	defer func() {
 		for _, cl := range clients {
-			cl.conn.Close()
+			cl.stop()
 		}
 	}()
 
@@ -203,12 +345,16 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 	for _, cl := range clients {
 		var idx int
 		fmt.Sscanf(cl.course[len(c.CoursePfx):], "%d", &idx)
+		cl.mu.Lock()
 		cl.expect = perCourse[idx]
 		rep.Expected += cl.expect
-		if cl.expect == 0 {
+		if cl.expect == 0 || cl.received >= cl.expect {
+			cl.doneClosed = true
 			close(cl.done)
 		}
+		cl.mu.Unlock()
 	}
+	fmt.Fprintf(os.Stderr, "csload: ready: %d clients connected, publishing %d events\n", len(clients), c.Events)
 
 	pub, err := newPublisher(c)
 	if err != nil {
@@ -244,13 +390,33 @@ wait:
 		rep.Received += cl.received
 		rep.Duplicates += cl.duplicates
 		rep.OutOfOrder += cl.outOfOrder
+		rep.Resets += cl.resets
+		rep.Reconnects += cl.reconnects
 		lat = append(lat, cl.latencies...)
 		cl.mu.Unlock()
 	}
 	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
+	if n := st.retried.Load(); n > 0 {
+		rep.Reconnected = int(n)
+		rep.ReconnectSpread = time.Duration(st.lastRetry.Load() - st.firstDrop.Load())
+	}
 	rep.LatencyP50, rep.LatencyP90, rep.LatencyP99, rep.LatencyMax = pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100)
 	if c.PID > 0 && rep.Received > 0 {
 		rep.CPUPerDeliveryMicros = rep.ServerCPUSeconds / float64(rep.Received) * 1e6
 	}
 	return rep, nil
+}
+
+// parseServers reads --server: one base URL, or several comma-separated
+// (clients start on the first and move to the next when their stream ends).
+func parseServers(s string) ([]*url.URL, error) {
+	var out []*url.URL
+	for v := range strings.SplitSeq(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(v))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--server %q: want http://HOST:PORT[,http://HOST:PORT...]", s)
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }
