@@ -54,6 +54,12 @@ export interface Status {
   readonly error?: unknown
   /** When 'reconnecting': the delay before the next attempt. */
   readonly retryInMs?: number
+  /**
+   * When 'reconnecting': true when the server ended the stream on purpose
+   * (a restart or --max-stream-age: its coursestream:drain frame) and
+   * asked to reconnect after retryInMs. Not a failure.
+   */
+  readonly planned?: boolean
 }
 
 export interface ConnectOptions {

@@ -26,7 +26,7 @@
  * @typedef {{type: 'reset', courseId: string, lastEventId: string}} ResetEvent
  * @typedef {'sse' | 'poll' | 'longpoll'} Transport
  * @typedef {{state: 'connecting' | 'open' | 'reconnecting' | 'paused' | 'closed', transport: Transport,
- *   reason?: string, error?: unknown, retryInMs?: number}} Status
+ *   reason?: string, error?: unknown, retryInMs?: number, planned?: boolean}} Status
  * @typedef {{
  *   courseId: string, baseUrl?: string | URL, transport?: 'auto' | Transport, fallback?: 'poll' | 'longpoll',
  *   token?: string | null | (() => string | null | Promise<string | null>), withCredentials?: boolean,
@@ -74,6 +74,10 @@ const BEYOND = '9007199254740991'
 const STABLE_MS = 10_000 // an SSE stream open this long resets the backoff
 const SSE_FAILURES = 3 // auto: consecutive SSE failures before falling back
 const RECENT_OPERATIONS = 256 // operation ids remembered for awaitOperation
+const MAX_SERVER_DELAY_MS = 60_000 // a drain frame's retryMs is clamped to this
+// The final frame of a stream the server ends on purpose (a restart,
+// --max-stream-age): data {"retryMs": N}, when to reconnect.
+const DRAIN_EVENT = 'coursestream:drain'
 const MEMORY_PREFIX = 'coursestream:sse-fallback:'
 const POSITION_PREFIX = 'coursestream:lastEventId:'
 
@@ -638,7 +642,7 @@ export class Connection {
     const s = { state, transport: this.#transport, ...(this.#fallbackReason ? { reason: this.#fallbackReason } : {}), ...detail }
     const prev = this.#status
     if (prev.state === s.state && prev.transport === s.transport && prev.reason === s.reason &&
-      !s.error && !prev.error && s.retryInMs === prev.retryInMs) return
+      !s.error && !prev.error && s.retryInMs === prev.retryInMs && s.planned === prev.planned) return
     this.#status = Object.freeze(s)
     if (this.#o.onStatus) this.#call(this.#o.onStatus, this.#status)
   }
@@ -764,6 +768,11 @@ export class Connection {
  * browser's fixed retry, so that a restarted server is not hit by every
  * client at the same moment.
  *
+ * A stream the server ends on purpose (a restart, --max-stream-age) ends
+ * with a coursestream:drain frame carrying {"retryMs": N}: a planned
+ * reconnection after N ms (the server spreads N over its clients), not a
+ * failure.
+ *
  * Liveness: EventSource shows neither the server's heartbeats nor its retry
  * frame. So a stream that has not opened within 2 heartbeats is given up,
  * and one silent for 2 heartbeats is audited with a conditional poll: 304
@@ -775,7 +784,9 @@ class SSEDriver {
   es = null
   stopped = false
   opening = false
-  attempt = 0
+  attempt = 0 // failures in a row
+  planned = false // the reconnection under way is the one a drain frame asked for
+  holdUntil = 0 // no reconnection before this (drain frame), even when the page shows
   openedAt = 0
   /** @type {ReturnType<typeof setTimeout> | undefined} */ retryTimer
   /** @type {ReturnType<typeof setTimeout> | undefined} */ watchdog
@@ -800,7 +811,8 @@ class SSEDriver {
 
   visible() {
     if (this.stopped || this.opening) return
-    if (!this.es) { // waiting to reconnect: do it now
+    if (!this.es) { // waiting to reconnect: do it now, unless the server asked for the wait
+      if (Date.now() < this.holdUntil) return
       clearTimeout(this.retryTimer)
       this.open()
     } else if (this.openedAt) {
@@ -830,9 +842,13 @@ class SSEDriver {
       return
     }
     this.opening = false
-    if (this.stopped) return
-    if (this.attempt > 0) port.status('reconnecting')
-    const es = new EventSource(port.sseURL(token), { withCredentials: !!port.options.withCredentials })
+    if (this.stopped || this.es) return
+    clearTimeout(this.retryTimer)
+    this.holdUntil = 0
+    if (this.planned) port.status('reconnecting', { planned: true })
+    else if (this.attempt > 0) port.status('reconnecting')
+    const url = port.sseURL(token)
+    const es = new EventSource(url, { withCredentials: !!port.options.withCredentials })
     this.es = es
     this.openedAt = 0
     /** @param {Event} e */
@@ -857,10 +873,20 @@ class SSEDriver {
       port.reset(data)
       this.armAudit()
     })
+    es.addEventListener(DRAIN_EVENT, (e) => {
+      if (es !== this.es) return
+      let ms = NaN
+      try {
+        const v = JSON.parse(/** @type {MessageEvent} */ (e).data)?.retryMs
+        if (typeof v === 'number') ms = v
+      } catch { /* no delay given: the backoff picks one */ }
+      this.drained(ms)
+    })
     es.onopen = () => {
       if (es !== this.es) return
       clearTimeout(this.watchdog)
       this.openedAt = Date.now()
+      this.planned = false
       port.sseOpened()
       port.status('open')
       this.armAudit()
@@ -877,6 +903,26 @@ class SSEDriver {
   }
 
   /**
+   * The server ends the stream on purpose and says when to come back:
+   * close it before the browser reconnects by itself, and reconnect from
+   * the position after ms (the backoff's delay when the frame has none).
+   * The stream worked: the failure counts start again.
+   * @param {number} ms NaN when the frame carries no delay
+   */
+  drained(ms) {
+    if (this.stopped) return
+    this.closeSource()
+    this.attempt = 0
+    this.planned = true
+    const o = this.port.options
+    const delay = Number.isFinite(ms) ? Math.min(MAX_SERVER_DELAY_MS, Math.max(0, ms)) : backoffDelay(0, o.backoffBaseMs, o.backoffMaxMs)
+    this.holdUntil = Date.now() + delay
+    this.port.status('reconnecting', { retryInMs: Math.round(delay), planned: true })
+    clearTimeout(this.retryTimer)
+    this.retryTimer = setTimeout(() => this.open(), delay)
+  }
+
+  /**
    * @param {'refused' | 'dropped' | 'silent' | 'stalled'} why
    * @param {unknown} [error]
    */
@@ -884,6 +930,7 @@ class SSEDriver {
     if (this.stopped) return
     const lived = this.openedAt ? Date.now() - this.openedAt : 0
     this.closeSource()
+    this.planned = false
     if (lived >= STABLE_MS) this.attempt = 0
     this.attempt++
     const port = this.port
@@ -909,6 +956,7 @@ class SSEDriver {
     }
     const delay = backoffDelay(this.attempt - 1, port.options.backoffBaseMs, port.options.backoffMaxMs)
     port.status('reconnecting', { retryInMs: Math.round(delay), ...(error ? { error } : {}) })
+    clearTimeout(this.retryTimer)
     this.retryTimer = setTimeout(() => this.open(), delay)
   }
 
