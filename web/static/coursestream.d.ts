@@ -38,10 +38,13 @@ export type CourseEventType =
 
 /**
  * Why auto uses polling: 'unsupported' (no EventSource), 'remembered' (SSE
- * failed in this browser not long ago), 'refused' (an error status such as
- * the 503 that steers to polling), 'silent' (no open within 2 heartbeats),
- * 'stalled' (the stream did not bring events that a poll saw),
- * 'unreachable' (repeated failures).
+ * failed in this browser not long ago), 'refused' (the 503 + fallback that
+ * steers to polling, or a refusal not known to be passing: an error status
+ * other than 503, 400, 401, 403 and 404, an answer that is not a stream),
+ * 'silent' (no open within 2 heartbeats), 'stalled' (the stream did not
+ * bring events that a poll saw), 'unreachable' (repeated failures). A 503
+ * without fallback (a draining or overloaded instance) and a stream the
+ * server ends on purpose never make auto poll.
  */
 export type FallbackReason = 'unsupported' | 'remembered' | 'refused' | 'silent' | 'stalled' | 'unreachable'
 
@@ -50,10 +53,20 @@ export interface Status {
   readonly transport: Transport
   /** Set while auto uses polling instead of SSE. */
   readonly reason?: FallbackReason | string
-  /** The failure behind 'reconnecting', or what closed the connection (an HTTPError for 400/401/403/404). */
+  /**
+   * The failure behind 'reconnecting' (an HTTPError for an error status,
+   * such as the 503 of a draining instance), or what closed the connection
+   * (an HTTPError for 400/401/403/404).
+   */
   readonly error?: unknown
   /** When 'reconnecting': the delay before the next attempt. */
   readonly retryInMs?: number
+  /**
+   * When 'reconnecting': true when the server ended the stream on purpose
+   * (a restart or --max-stream-age: its coursestream:drain frame) and
+   * asked to reconnect after retryInMs. Not a failure.
+   */
+  readonly planned?: boolean
 }
 
 export interface ConnectOptions {

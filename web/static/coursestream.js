@@ -26,7 +26,7 @@
  * @typedef {{type: 'reset', courseId: string, lastEventId: string}} ResetEvent
  * @typedef {'sse' | 'poll' | 'longpoll'} Transport
  * @typedef {{state: 'connecting' | 'open' | 'reconnecting' | 'paused' | 'closed', transport: Transport,
- *   reason?: string, error?: unknown, retryInMs?: number}} Status
+ *   reason?: string, error?: unknown, retryInMs?: number, planned?: boolean}} Status
  * @typedef {{
  *   courseId: string, baseUrl?: string | URL, transport?: 'auto' | Transport, fallback?: 'poll' | 'longpoll',
  *   token?: string | null | (() => string | null | Promise<string | null>), withCredentials?: boolean,
@@ -39,6 +39,7 @@
  * }} ConnectOptions
  * @typedef {{after: string, wait?: string, signal: AbortSignal, etag: string | null, filtered?: boolean}} PollRequest
  * @typedef {{status: number, body: any, etag: string | null, retryAfterMs: number, error?: string, url: string}} PollResponse
+ * @typedef {{kind: 'open' | 'fatal' | 'auth' | 'transient' | 'steer' | 'other', retryAfterMs: number, error?: HTTPError}} Refusal
  */
 
 /** The seven course events; EventSource only dispatches the names it listens for. */
@@ -74,6 +75,10 @@ const BEYOND = '9007199254740991'
 const STABLE_MS = 10_000 // an SSE stream open this long resets the backoff
 const SSE_FAILURES = 3 // auto: consecutive SSE failures before falling back
 const RECENT_OPERATIONS = 256 // operation ids remembered for awaitOperation
+const MAX_SERVER_DELAY_MS = 60_000 // a drain frame's retryMs and Retry-After are clamped to this
+// The final frame of a stream the server ends on purpose (a restart,
+// --max-stream-age): data {"retryMs": N}, when to reconnect.
+const DRAIN_EVENT = 'coursestream:drain'
 const MEMORY_PREFIX = 'coursestream:sse-fallback:'
 const POSITION_PREFIX = 'coursestream:lastEventId:'
 
@@ -84,6 +89,18 @@ const POSITION_PREFIX = 'coursestream:lastEventId:'
  */
 function cmpID(a, b) {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0)
+}
+
+/**
+ * A Retry-After header (seconds or an HTTP date) in ms, clamped to
+ * [0, MAX_SERVER_DELAY_MS]; 0 when absent or unreadable.
+ * @param {string | null} header
+ */
+function retryAfterMs(header) {
+  if (!header) return 0
+  const secs = Number(header)
+  const ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(header) - Date.now()
+  return Number.isFinite(ms) ? Math.min(MAX_SERVER_DELAY_MS, Math.max(0, ms)) : 0
 }
 
 /** @template T @param {T} v @returns {T} */
@@ -555,6 +572,7 @@ export class Connection {
         lastEventId: this.#position, types: this.#types.join(','), coalesce: this.#coalesce, token,
       }),
       requestPoll: (req) => this.#requestPoll(req),
+      probeStream: (url, signal) => this.#probeStream(url, signal),
       ingest: (envs) => this.#ingest(envs),
       advance: (id) => {
         if (EVENT_ID.test(id) && (this.#position === null || cmpID(id, this.#position) > 0)) this.#setPosition(id)
@@ -607,11 +625,10 @@ export class Connection {
       signal: req.signal,
       credentials: this.#o.withCredentials ? 'include' : 'same-origin',
     })
-    const retryAfter = Number(res.headers.get('Retry-After'))
     /** @type {PollResponse} */
     const out = {
       status: res.status, body: null, etag: res.headers.get('ETag'), url,
-      retryAfterMs: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : 0,
+      retryAfterMs: retryAfterMs(res.headers.get('Retry-After')),
     }
     if (res.status === 200) {
       out.body = await res.json()
@@ -623,6 +640,44 @@ export class Connection {
       try { out.error = String(JSON.parse(text).error) } catch { out.error = text.slice(0, 200) || res.statusText }
     }
     return out
+  }
+
+  /**
+   * Why the server refused an EventSource, which hides the status: one
+   * fetch of the same URL, given up as soon as its headers are in (a 200)
+   * or its small error body is read. A 503 that names a fallback steers
+   * to polling; one without (a draining or overloaded instance) is
+   * transient. Rejects on network errors.
+   * @param {string} url the EventSource's URL
+   * @param {AbortSignal} signal
+   * @returns {Promise<Refusal>}
+   */
+  async #probeStream(url, signal) {
+    const res = await fetch(url, {
+      headers: { Accept: 'text/event-stream' },
+      cache: 'no-store',
+      signal,
+      credentials: this.#o.withCredentials ? 'include' : 'same-origin',
+    })
+    const wait = retryAfterMs(res.headers.get('Retry-After'))
+    if (res.ok) {
+      res.body?.cancel().catch(() => {}) // the stream is not wanted: only that it answers
+      const sse = /^text\/event-stream\b/i.test(res.headers.get('Content-Type') ?? '')
+      return { kind: sse ? 'open' : 'other', retryAfterMs: wait } // not a stream: a proxy or portal in the way
+    }
+    const text = await res.text().catch(() => '')
+    /** @type {any} */
+    let body = null
+    try { body = JSON.parse(text) } catch { /* not ours: a proxy's page */ }
+    const clean = new URL(url)
+    clean.searchParams.delete('token') // errors travel to onStatus and logs: no credentials in them
+    const message = typeof body?.error === 'string' ? body.error : text.slice(0, 200) || res.statusText
+    const error = new HTTPError(res.status, message, clean.toString())
+    if (this.#isFatal(error)) return { kind: 'fatal', retryAfterMs: wait, error }
+    if (res.status === 401) return { kind: 'auth', retryAfterMs: wait, error } // the token function may give a fresh one
+    if (typeof body?.fallback === 'string' && body.fallback !== '') return { kind: 'steer', retryAfterMs: wait, error }
+    if (res.status === 503) return { kind: 'transient', retryAfterMs: wait, error }
+    return { kind: 'other', retryAfterMs: wait, error }
   }
 
   /** Whether retrying cannot help: the request or the credentials are wrong. @param {unknown} err */
@@ -638,7 +693,7 @@ export class Connection {
     const s = { state, transport: this.#transport, ...(this.#fallbackReason ? { reason: this.#fallbackReason } : {}), ...detail }
     const prev = this.#status
     if (prev.state === s.state && prev.transport === s.transport && prev.reason === s.reason &&
-      !s.error && !prev.error && s.retryInMs === prev.retryInMs) return
+      !s.error && !prev.error && s.retryInMs === prev.retryInMs && s.planned === prev.planned) return
     this.#status = Object.freeze(s)
     if (this.#o.onStatus) this.#call(this.#o.onStatus, this.#status)
   }
@@ -751,6 +806,7 @@ export class Connection {
  *   coalesceMs: number, readonly position: string | null, readonly etag: string | null,
  *   setETag: (tag: string | null, pos: string) => void, token: () => Promise<string | null>,
  *   sseURL: (token: string | null) => string, requestPoll: (req: PollRequest) => Promise<PollResponse>,
+ *   probeStream: (url: string, signal: AbortSignal) => Promise<Refusal>,
  *   ingest: (envs: any[]) => void, advance: (id: string) => void, reset: (data: unknown) => void,
  *   report: (err: unknown) => void, status: (state: Status['state'], detail?: Partial<Status>) => void,
  *   isFatal: (err: unknown) => boolean, fail: (err: unknown) => void,
@@ -764,6 +820,14 @@ export class Connection {
  * browser's fixed retry, so that a restarted server is not hit by every
  * client at the same moment.
  *
+ * A stream the server ends on purpose (a restart, --max-stream-age) ends
+ * with a coursestream:drain frame carrying {"retryMs": N}: a planned
+ * reconnection after N ms (the server spreads N over its clients), not a
+ * failure. A refused stream (an error status, which EventSource hides) is
+ * fetched once to learn why: a 503 naming a fallback steers auto to
+ * polling; a 503 without one (a draining or overloaded instance) is retried
+ * after Retry-After; a 200 is retried at once.
+ *
  * Liveness: EventSource shows neither the server's heartbeats nor its retry
  * frame. So a stream that has not opened within 2 heartbeats is given up,
  * and one silent for 2 heartbeats is audited with a conditional poll: 304
@@ -773,14 +837,20 @@ export class Connection {
 class SSEDriver {
   /** @type {EventSource | null} */
   es = null
+  url = '' // of es, for the probe of a refusal
   stopped = false
   opening = false
-  attempt = 0
+  probing = false
+  attempt = 0 // failures in a row: the backoff's exponent
+  strikes = 0 // failures in a row that count toward auto's fallback (not transient refusals)
+  planned = false // the reconnection under way is the one a drain frame asked for
+  holdUntil = 0 // no reconnection before this (drain frame, Retry-After), even when the page shows
   openedAt = 0
   /** @type {ReturnType<typeof setTimeout> | undefined} */ retryTimer
   /** @type {ReturnType<typeof setTimeout> | undefined} */ watchdog
   /** @type {ReturnType<typeof setTimeout> | undefined} */ auditTimer
   /** @type {AbortController | null} */ auditAbort = null
+  /** @type {AbortController | null} */ probeAbort = null
 
   /** @param {Port} port */
   constructor(port) {
@@ -793,14 +863,16 @@ class SSEDriver {
   stop() {
     this.stopped = true
     this.closeSource()
+    this.probeAbort?.abort()
     clearTimeout(this.retryTimer)
   }
 
   hidden() {} // an open stream costs little; it stays open
 
   visible() {
-    if (this.stopped || this.opening) return
-    if (!this.es) { // waiting to reconnect: do it now
+    if (this.stopped || this.opening || this.probing) return
+    if (!this.es) { // waiting to reconnect: do it now, unless the server asked for the wait
+      if (Date.now() < this.holdUntil) return
       clearTimeout(this.retryTimer)
       this.open()
     } else if (this.openedAt) {
@@ -818,7 +890,7 @@ class SSEDriver {
   }
 
   async open() {
-    if (this.stopped || this.opening || this.es) return
+    if (this.stopped || this.opening || this.probing || this.es) return
     const port = this.port
     let token
     this.opening = true
@@ -830,10 +902,15 @@ class SSEDriver {
       return
     }
     this.opening = false
-    if (this.stopped) return
-    if (this.attempt > 0) port.status('reconnecting')
-    const es = new EventSource(port.sseURL(token), { withCredentials: !!port.options.withCredentials })
+    if (this.stopped || this.es) return
+    clearTimeout(this.retryTimer)
+    this.holdUntil = 0
+    if (this.planned) port.status('reconnecting', { planned: true })
+    else if (this.attempt > 0) port.status('reconnecting')
+    const url = port.sseURL(token)
+    const es = new EventSource(url, { withCredentials: !!port.options.withCredentials })
     this.es = es
+    this.url = url
     this.openedAt = 0
     /** @param {Event} e */
     const onMessage = (e) => {
@@ -857,10 +934,20 @@ class SSEDriver {
       port.reset(data)
       this.armAudit()
     })
+    es.addEventListener(DRAIN_EVENT, (e) => {
+      if (es !== this.es) return
+      let ms = NaN
+      try {
+        const v = JSON.parse(/** @type {MessageEvent} */ (e).data)?.retryMs
+        if (typeof v === 'number') ms = v
+      } catch { /* no delay given: the backoff picks one */ }
+      this.drained(ms)
+    })
     es.onopen = () => {
       if (es !== this.es) return
       clearTimeout(this.watchdog)
       this.openedAt = Date.now()
+      this.planned = false
       port.sseOpened()
       port.status('open')
       this.armAudit()
@@ -877,39 +964,97 @@ class SSEDriver {
   }
 
   /**
+   * The server ends the stream on purpose and says when to come back:
+   * close it before the browser reconnects by itself, and reconnect from
+   * the position after ms (the backoff's delay when the frame has none).
+   * The stream worked: the failure counts start again.
+   * @param {number} ms NaN when the frame carries no delay
+   */
+  drained(ms) {
+    if (this.stopped) return
+    this.closeSource()
+    this.attempt = 0
+    this.strikes = 0
+    this.planned = true
+    const o = this.port.options
+    const delay = Number.isFinite(ms) ? Math.min(MAX_SERVER_DELAY_MS, Math.max(0, ms)) : backoffDelay(0, o.backoffBaseMs, o.backoffMaxMs)
+    this.holdUntil = Date.now() + delay
+    this.port.status('reconnecting', { retryInMs: Math.round(delay), planned: true })
+    clearTimeout(this.retryTimer)
+    this.retryTimer = setTimeout(() => this.open(), delay)
+  }
+
+  /**
    * @param {'refused' | 'dropped' | 'silent' | 'stalled'} why
    * @param {unknown} [error]
    */
   async failed(why, error) {
     if (this.stopped) return
     const lived = this.openedAt ? Date.now() - this.openedAt : 0
+    const url = this.url
     this.closeSource()
-    if (lived >= STABLE_MS) this.attempt = 0
+    this.planned = false
+    if (lived >= STABLE_MS) {
+      this.attempt = 0
+      this.strikes = 0
+    }
     this.attempt++
     const port = this.port
-    // auto: give up on SSE when the server refuses it (an error status,
-    // among them the 503 that steers clients to polling), when nothing gets
-    // through, or after repeated failures.
-    const giveUp = why === 'refused' || why === 'silent' || why === 'stalled' || this.attempt >= SSE_FAILURES
-    if (giveUp && port.sseFailed(why === 'dropped' ? 'unreachable' : why)) return
+    let atLeast = 0 // Retry-After
+    let now = false // retry at once
+    let strike = true
     if (why === 'refused') {
-      // SSE only (no fallback): EventSource hides the status; a poll tells
-      // whether retrying can help at all (not after 400, 401, 403, 404).
-      try {
-        const res = await port.requestPoll({ after: port.position ?? '0', signal: new AbortController().signal, etag: port.etag })
-        if (res.status >= 400) {
-          const err = new HTTPError(res.status, res.error ?? 'refused', res.url)
-          if (port.isFatal(err)) { if (!this.stopped) port.fail(err); return }
-          error = err
-        }
-      } catch (err) {
-        error = err
-      }
+      const r = await this.whyRefused(url)
       if (this.stopped) return
+      if (r.error) error = r.error
+      atLeast = r.retryAfterMs
+      switch (r.kind) {
+        case 'fatal': // 400, 403, 404, or 401 with a fixed token: retrying cannot help
+          port.fail(r.error)
+          return
+        case 'open': // refused, yet the stream answers now (an instance that was draining, say)
+          now = true
+          break
+        case 'transient': // a 503 without fallback: a draining or overloaded instance, not SSE's fault
+        case 'auth': // a 401 with a token function: the next token may do
+          strike = false
+          break
+        default: // steered to polling, another error status, or nothing to tell: auto falls back
+          if (port.sseFailed('refused')) return
+      }
+    } else if (why === 'silent' || why === 'stalled') {
+      if (port.sseFailed(why)) return // auto: nothing gets through over SSE
     }
-    const delay = backoffDelay(this.attempt - 1, port.options.backoffBaseMs, port.options.backoffMaxMs)
+    if (strike && ++this.strikes >= SSE_FAILURES && port.sseFailed(why === 'dropped' ? 'unreachable' : why)) return
+    const o = port.options
+    const delay = now ? 0 : atLeast + backoffDelay(this.attempt - 1, o.backoffBaseMs, o.backoffMaxMs)
+    this.holdUntil = Date.now() + atLeast
     port.status('reconnecting', { retryInMs: Math.round(delay), ...(error ? { error } : {}) })
+    clearTimeout(this.retryTimer)
     this.retryTimer = setTimeout(() => this.open(), delay)
+  }
+
+  /**
+   * Why the EventSource at url was refused (the probe's answer), or
+   * 'other' when the probe fails too or gets no answer within 2 heartbeats.
+   * @param {string} url
+   * @returns {Promise<Refusal>}
+   */
+  async whyRefused(url) {
+    const ac = new AbortController()
+    this.probeAbort = ac
+    this.probing = true
+    const timer = setTimeout(() => ac.abort(), this.twoBeats)
+    try {
+      return await this.port.probeStream(url, ac.signal)
+    } catch {
+      return { kind: 'other', retryAfterMs: 0 } // a network or CORS error: as any refusal
+    } finally {
+      clearTimeout(timer)
+      ac.abort() // a 200's stream, if still open
+      this.probing = false
+      this.probeAbort = null
+    }
   }
 
   armAudit() {

@@ -63,6 +63,7 @@ function showStatus(s) {
   const via = TRANSPORT_NAMES[s.transport] ?? s.transport
   let text = `${s.state} · ${via}`
   if (s.reason) text += ` (fallback: ${s.reason})`
+  if (s.planned) text += ' (the server ended the stream)'
   if (s.state === 'reconnecting' && s.retryInMs != null) text += ` · retry in ${(s.retryInMs / 1000).toFixed(1)}s`
   if (s.state === 'closed' && s.error) text += ` · ${s.error.message ?? s.error}`
   $('#status-text').textContent = text

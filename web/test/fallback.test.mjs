@@ -52,7 +52,9 @@ test('auto: a 503 steering to polling falls back, is remembered, and SSE comes b
     await waitStatus(page, 'a', 'open', 'poll')
     assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'refused')
     const sse = requests.filter((r) => r.path.endsWith('/events'))
-    assert.equal(sse.length, 1, 'one EventSource attempt, no retry loop')
+    assert.deepEqual(sse.map((r) => r.type), ['eventsource', 'fetch'], 'one EventSource attempt, one probe of why, no retry loop')
+    assert.equal(sse[1].headers.accept, 'text/event-stream')
+    assert.equal(sse[1].query, sse[0].query, 'the probe asks what the EventSource asked')
     await publishMany(course, 5, chapter, { base: LIMITED })
     await waitEvents(page, 'a', 5)
     assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5))
@@ -107,10 +109,11 @@ test('auto falls back when the stream does not open within 2 heartbeats', { time
 test('sse only: a refused stream is retried with backoff, never turned into polling', { timeout: TEST_TIMEOUT }, async () => {
   const { page, problems, context, requests } = await openPage(browser)
   const course = courseID('sse-retry')
-  // The first two EventSource requests get a 502 from a "proxy"; then the server answers.
+  // The first four stream requests (two EventSource attempts, each with the
+  // fetch that asks why) get a 502 from a "proxy"; then the server answers.
   let refusals = 0
   await page.route('**/v1/courses/*/events*', (r) => {
-    if (refusals < 2) {
+    if (refusals < 4) {
       refusals++
       return r.fulfill({ status: 502, contentType: 'application/json', body: '{"error":"bad gateway"}' })
     }
@@ -118,13 +121,14 @@ test('sse only: a refused stream is retried with backoff, never turned into poll
   })
   await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse' }), course)
   await waitStatus(page, 'a', 'open', 'sse')
-  assert.equal(refusals, 2)
-  const states = await page.evaluate(() => window.C.a.rec.statuses.map((s) => `${s.state}/${s.transport}`))
-  assert.ok(states.includes('reconnecting/sse'), states.join(' '))
-  assert.ok(!states.some((s) => s.endsWith('/poll')), states.join(' '))
+  assert.equal(refusals, 4)
+  const states = await page.evaluate(() => window.C.a.rec.statuses.map((s) => `${s.state}/${s.transport}/${s.errorStatus}`))
+  assert.equal(states.filter((s) => s === 'reconnecting/sse/502').length, 2, states.join(' '))
+  assert.ok(!states.some((s) => s.includes('/poll/')), states.join(' '))
   // The retries carried the position, known from the start.
   const sse = requests.filter((r) => r.path.endsWith('/events'))
-  assert.ok(sse.length >= 3 && sse.every((r) => r.query.includes('lastEventId=0')), JSON.stringify(sse.map((r) => r.query)))
+  assert.deepEqual(sse.map((r) => r.type), ['eventsource', 'fetch', 'eventsource', 'fetch', 'eventsource'])
+  assert.ok(sse.every((r) => r.query.includes('lastEventId=0')), JSON.stringify(sse.map((r) => r.query)))
   await publishMany(course, 3, chapter)
   await waitEvents(page, 'a', 3)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
@@ -199,4 +203,71 @@ test('sse: a quiet open stream is audited with 304s and kept', { timeout: TEST_T
   assert.equal(await page.evaluate(() => window.C.a.conn.transport), 'sse')
   await context.close()
   assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+/** The sse-fallback memory of the page's origin (localStorage). */
+const memory = (page) => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('coursestream:sse-fallback:')))
+
+test('auto: an EventSource refused while its stream then answers 200 is retried at once, on SSE', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('refused-then-ok')
+  // The first EventSource hits an instance that refuses it (a 503, no
+  // fallback); the fetch that asks why reaches the server: 200.
+  let refused = 0
+  await page.route('**/v1/courses/*/events*', (r) => {
+    if (r.request().resourceType() === 'eventsource' && refused++ === 0) {
+      return r.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"draining"}' })
+    }
+    return r.continue()
+  })
+  await page.evaluate((c) => window.start('a', { courseId: c, backoffBaseMs: 60_000, backoffMaxMs: 60_000 }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  const sse = requests.filter((r) => r.path.endsWith('/events'))
+  assert.deepEqual(sse.map((r) => r.type), ['eventsource', 'fetch', 'eventsource'])
+  const statuses = await page.evaluate(() => window.C.a.rec.statuses)
+  assert.ok(statuses.some((s) => s.state === 'reconnecting' && s.retryInMs === 0), JSON.stringify(statuses))
+  assert.ok(statuses.every((s) => s.transport === 'sse' && s.reason === null), JSON.stringify(statuses))
+  assert.deepEqual(await memory(page), [])
+  await publishMany(course, 3, chapter)
+  await waitEvents(page, 'a', 3)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, [NETWORK_503]), [])
+})
+
+test('auto: a 403 on the stream closes the connection; a 401 with a token function retries SSE with a fresh token', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context, requests } = await openPage(browser)
+  const course = courseID('refused-auth')
+  // A "gateway" that checks tokens on streams only: polls pass, so falling
+  // back to polling would work, and would be wrong.
+  await page.route('**/v1/courses/*/events*', (r) => {
+    const token = new URL(r.request().url()).searchParams.get('token')
+    if (token === 'forbidden') return r.fulfill({ status: 403, contentType: 'application/json', body: '{"error":"course not allowed"}' })
+    if (token !== 'fresh') return r.fulfill({ status: 401, contentType: 'application/json', body: '{"error":"token expired"}' })
+    return r.continue()
+  })
+  await page.evaluate((c) => {
+    window.start('forbidden', { courseId: c, token: 'forbidden' })
+    let calls = 0
+    // The position poll and the first EventSource get the stale token.
+    window.start('refresh', { courseId: c, token: () => (++calls <= 2 ? 'stale' : 'fresh') })
+  }, course)
+  await waitStatus(page, 'forbidden', 'closed')
+  await waitStatus(page, 'refresh', 'open', 'sse')
+
+  const closed = await page.evaluate(() => window.C.forbidden.rec.statuses.at(-1))
+  assert.equal(closed.errorStatus, 403)
+  assert.equal(closed.transport, 'sse')
+  assert.ok(!closed.errorURL.includes('token='), `no token in the error: ${closed.errorURL}`)
+  const refreshed = await page.evaluate(() => window.C.refresh.rec.statuses)
+  assert.ok(refreshed.some((s) => s.state === 'reconnecting' && s.errorStatus === 401), JSON.stringify(refreshed))
+  assert.ok(refreshed.every((s) => s.transport === 'sse'), JSON.stringify(refreshed))
+  const streams = requests.filter((r) => r.path.endsWith('/events') && r.type === 'eventsource')
+  assert.deepEqual(streams.map((r) => new URL(`http://x${r.query}`).searchParams.get('token')).sort(), ['forbidden', 'fresh', 'stale'])
+  assert.deepEqual(await memory(page), [])
+  await publishMany(course, 2, chapter)
+  await waitEvents(page, 'refresh', 2)
+  assert.deepEqual(await deliveredIDs(page, 'refresh'), range(1, 2))
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, [/status of 40[13]/]), [])
 })

@@ -3,6 +3,8 @@
 // it on free loopback ports and passes:
 //   CS_BASE_URL     a server with --heartbeat 1s --retry 500ms
 //   CS_LIMITED_URL  the same with --max-connections 1 (the 503 fallback)
+//   CS_AGED_URL     --heartbeat 1s --retry 200ms --max-stream-age 1500ms
+//                   --drain-jitter 300ms (streams end on purpose, often)
 //   CHROMIUM        Debian's Chromium (default /usr/bin/chromium)
 //   CS_DEMO_PNG     optional: where the demo test saves its screenshot
 import { chromium } from 'playwright-core'
@@ -12,6 +14,7 @@ import path from 'node:path'
 
 export const BASE = process.env.CS_BASE_URL ?? ''
 export const LIMITED = process.env.CS_LIMITED_URL ?? ''
+export const AGED = process.env.CS_AGED_URL ?? ''
 if (!BASE.startsWith('http://127.0.0.1:')) {
   throw new Error('CS_BASE_URL must be a loopback server: run these tests with go test ./web')
 }
@@ -88,7 +91,11 @@ function start(name, opts = {}) {
     ...rest,
     onEvent: (e) => rec.events.push(e),
     onReset: (r) => rec.resets.push(r),
-    onStatus: (s) => rec.statuses.push({ state: s.state, transport: s.transport, reason: s.reason ?? null }),
+    onStatus: (s) => rec.statuses.push({
+      state: s.state, transport: s.transport, reason: s.reason ?? null, retryInMs: s.retryInMs ?? null,
+      planned: s.planned ?? false, errorStatus: s.error?.status ?? null, errorURL: s.error?.url ?? null,
+      at: performance.now(),
+    }),
     ...(reportErrors ? {} : { onError: (e) => rec.errors.push(String(e && e.message || e)) }),
   })
   C[name] = { conn, rec }
@@ -118,11 +125,11 @@ export async function openPage(browser, opts = {}) {
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`)
   })
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`))
-  /** Every request the page made, as "METHOD path?query". */
+  /** Every request the page made: method, path, query, headers, type ('eventsource', 'fetch', ...). */
   const requests = []
   page.on('request', (r) => {
     const u = new URL(r.url())
-    requests.push({ method: r.method(), path: u.pathname, query: u.search, headers: r.headers() })
+    requests.push({ method: r.method(), path: u.pathname, query: u.search, headers: r.headers(), type: r.resourceType() })
   })
   await page.route(`${base}/__harness.html`, (r) => r.fulfill({ contentType: 'text/html', body: HARNESS }))
   await page.route(`${base}/__vendor/query-core/**`, async (r) => {

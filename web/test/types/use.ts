@@ -14,7 +14,10 @@ const conn = connect({
   lastEventId: '42',
   onEvent: (ev: CourseEvent) => { const id: string = ev.id; const op: string | undefined = ev.operationId; void id; void op },
   onReset: ({ courseId, lastEventId }) => { void courseId; void lastEventId },
-  onStatus: (s: Status) => { if (s.state === 'closed' && s.error instanceof HTTPError) void s.error.status },
+  onStatus: (s: Status) => {
+    if (s.state === 'closed' && s.error instanceof HTTPError) void s.error.status
+    if (s.state === 'reconnecting' && s.planned === true) { const inMs: number | undefined = s.retryInMs; void inMs }
+  },
   onError: (err) => { void err },
 })
 const unsubscribe: () => void = conn.subscribe((ev) => {
