@@ -48,9 +48,23 @@ type conn struct {
 }
 
 func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request, w http.ResponseWriter) *conn {
+	w = innermost(w)
 	return &conn{
 		h: h, req: req, ctx: ctx, cancel: cancel, w: w, rc: http.NewResponseController(w),
 		notify: make(chan struct{}, 1), replaying: true,
+	}
+}
+
+// innermost unwraps middleware writers (request logging, ...) down to
+// net/http's own: every frame is written and flushed directly, not through
+// a chain of wrappers. Headers set on any layer share one map.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
 	}
 }
 
