@@ -112,6 +112,11 @@ type Event struct {
 	// subscriber. JSON is a slice of it.
 	Frame []byte
 
+	// Chunk is Frame as one HTTP/1.1 chunk ("<hex length>\r\n" Frame
+	// "\r\n"), for streams written straight to their connection. Frame is
+	// a slice of it.
+	Chunk []byte
+
 	// Reset marks a notice rather than a stored event: the course's sequence
 	// cannot continue from what listeners have seen (history lost). ID is
 	// then the course's current last id and JSON is empty.
@@ -220,7 +225,7 @@ func NewEvent(m Message, data json.RawMessage, id uint64, timestamp int64, maxBy
 		ID: id, CourseID: m.CourseID, Type: m.Type, Data: data,
 		OperationID: m.OperationID, Timestamp: timestamp,
 	}
-	frame := appendFrameHead(make([]byte, 0, 128+len(m.CourseID)+2*len(m.Type)+len(data)+len(m.OperationID)), ev)
+	frame := appendFrameHead(make([]byte, chunkReserve, chunkReserve+128+len(m.CourseID)+2*len(m.Type)+len(data)+len(m.OperationID)), ev)
 	start := len(frame)
 	frame = AppendEnvelope(frame, ev)
 	if n := len(frame) - start; n > maxBytes {
@@ -240,14 +245,27 @@ func appendFrameHead(b []byte, ev *Event) []byte {
 	return append(b, "\ndata: "...)
 }
 
-// setFrame finishes frame (head plus envelope from start) and points JSON
+// setFrame finishes frame (head plus envelope from start, after a chunk
+// header reserve of chunkReserve bytes) and points Chunk, Frame and JSON
 // into it.
-func (ev *Event) setFrame(frame []byte, start int) {
-	end := len(frame)
-	frame = append(frame, "\n\n"...)
-	ev.Frame = frame
-	ev.JSON = frame[start:end:end]
+func (ev *Event) setFrame(buf []byte, start int) {
+	end := len(buf)
+	buf = append(buf, "\n\n\r\n"...)
+	frame := buf[chunkReserve : len(buf)-2]
+	// The chunk header goes right before the frame, in the reserve.
+	var hdr [chunkReserve]byte
+	h := strconv.AppendUint(hdr[:0], uint64(len(frame)), 16)
+	h = append(h, '\r', '\n')
+	at := chunkReserve - len(h)
+	copy(buf[at:], h)
+	ev.Chunk = buf[at:]
+	ev.Frame = frame[:len(frame):len(frame)]
+	ev.JSON = buf[start:end:end]
 }
+
+// chunkReserve is room before a frame for its chunk header: up to 16 hex
+// digits and CRLF.
+const chunkReserve = 18
 
 // AppendEnvelope appends the envelope JSON of ev to b: the contract's field
 // order, operationId omitted when empty, data as stored.
@@ -319,7 +337,7 @@ func ParseEnvelope(b []byte) (*Event, error) {
 		_ = json.Compact(&buf, b) // b is valid JSON: Unmarshal succeeded
 		b = buf.Bytes()
 	}
-	frame := appendFrameHead(make([]byte, 0, 48+len(ev.Type)+len(b)), ev)
+	frame := appendFrameHead(make([]byte, chunkReserve, chunkReserve+48+len(ev.Type)+len(b)), ev)
 	start := len(frame)
 	ev.setFrame(append(frame, b...), start)
 	return ev, nil

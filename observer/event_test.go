@@ -3,6 +3,7 @@ package observer
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -94,6 +95,9 @@ func TestNewEventEnvelope(t *testing.T) {
 	}
 	if string(ev.Frame) != "id: 42\nevent: chapter-update-complete\ndata: "+want+"\n\n" {
 		t.Fatalf("frame %q", ev.Frame)
+	}
+	if wantChunk := fmt.Sprintf("%x\r\n%s\r\n", len(ev.Frame), ev.Frame); string(ev.Chunk) != wantChunk {
+		t.Fatalf("chunk %q, want %q", ev.Chunk, wantChunk)
 	}
 	m.OperationID = ""
 	ev, _ = NewEvent(m, data, 1, 5, 0)
@@ -189,6 +193,9 @@ func FuzzParseEnvelope(f *testing.F) {
 		}
 		if !strings.HasSuffix(string(ev.Frame), "\ndata: "+string(ev.JSON)+"\n\n") || strings.Count(string(ev.Frame), "\n") != 4 {
 			t.Fatalf("frame %q is not one SSE event", ev.Frame)
+		}
+		if string(ev.Chunk) != fmt.Sprintf("%x\r\n%s\r\n", len(ev.Frame), ev.Frame) {
+			t.Fatalf("chunk %q does not frame %q", ev.Chunk, ev.Frame)
 		}
 		if !ValidCourseID(ev.CourseID) || !ValidType(ev.Type) || ev.ID == 0 {
 			t.Fatalf("accepted invalid fields: %+v", ev)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,18 +12,19 @@ import (
 	"coursestream/observer"
 )
 
-// conn is one SSE client. Two goroutines touch it: the broker's publishing
-// goroutine calls onEvent (which never blocks), and the request goroutine
-// runs serve, the only writer to the client.
+// conn is one SSE client. The broker's publishing goroutine calls onEvent,
+// which only queues and never blocks. The frames are written by one writer
+// at a time: for a hijacked HTTP/1.1 stream (direct), the request
+// goroutine while it replays, then the hub's workers; otherwise (viaHandler)
+// the request goroutine for the stream's whole life.
 type conn struct {
 	h      *Hub
 	req    request
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	w      http.ResponseWriter
-	rc     *http.ResponseController
+	out    sink
 
-	notify chan struct{} // the queue, a heartbeat or an end is waiting (cap 1)
+	notify chan struct{} // viaHandler: work is waiting (cap 1)
 	queued atomic.Int64  // bytes of frames in queue
 
 	mu        sync.Mutex
@@ -34,38 +34,47 @@ type conn struct {
 	liveHead  uint64            // highest id announced while replaying
 	beat      bool              // a heartbeat is due
 	ending    error             // end was called: send the final frame, then stop
-	stopped   bool              // no more events are queued
+	stopped   bool              // no more events are queued, nothing more is written
 	clean     bool              // the final frame is out: end without cutting the connection
-	finished  bool              // the handler returned: rc must not be used
+	finished  bool              // the request goroutine is done with the ResponseWriter
+	scheduled bool              // direct: on the hub's run queue
+	windowDue bool              // direct: the coalesce window closed
 
-	armed time.Time // the write deadline last set; request goroutine only
+	// Owned by the writer.
+	pos         uint64 // the last id sent or examined
+	co          *coalescer
+	window      <-chan time.Time // viaHandler: the coalesce window's end
+	windowTimer *time.Timer      // direct: the same, as a timer
 
-	// Set by Hub.open, released by Hub.close.
+	fanout *atomic.Int32 // streams open on the course here (Hub.fanout)
+
+	// Set by Hub.open, released by Hub.release.
 	unsubscribe func()
 	stopAfter   func() bool
-	ageTimer    *time.Timer
+	timers      []*time.Timer
 	opened      time.Time
+	reason      string
 }
 
-func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request, w http.ResponseWriter) *conn {
-	w = innermost(w)
+func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request) *conn {
 	return &conn{
-		h: h, req: req, ctx: ctx, cancel: cancel, w: w, rc: http.NewResponseController(w),
+		h: h, req: req, ctx: ctx, cancel: cancel, co: newCoalescer(req.coalesce),
 		notify: make(chan struct{}, 1), replaying: true,
 	}
 }
 
-// innermost unwraps middleware writers (request logging, ...) down to
-// net/http's own: every frame is written and flushed directly, not through
-// a chain of wrappers. Headers set on any layer share one map.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
+// sink is where a connection's bytes go.
+type sink interface {
+	// frame writes one frame that is not an event's (reset, heartbeat...).
+	frame(p []byte) bool
+	// event writes an event's frame, encoded once for every subscriber.
+	event(ev *observer.Event) bool
+	// flush pushes out what is buffered.
+	flush() bool
+	// finish ends the response cleanly after the final frame.
+	finish()
+	// abort cuts the connection: a write blocked on it returns at once.
+	abort()
 }
 
 // start is where a stream begins: after pos, with a reset frame first when
@@ -93,9 +102,9 @@ func (c *conn) startPosition(ctx context.Context) (start, error) {
 }
 
 // onEvent is the observer listener. It never blocks: while replaying it
-// only notes the newest id; live, it queues the event, and a client whose
-// waiting frames would pass Config.ClientBuffer is disconnected (it resumes
-// with Last-Event-ID).
+// only notes the newest id; live, it queues the event for the writer, and a
+// client whose waiting frames would pass Config.ClientBuffer is
+// disconnected (it resumes with Last-Event-ID).
 func (c *conn) onEvent(ev *observer.Event) {
 	c.mu.Lock()
 	if c.stopped {
@@ -114,67 +123,109 @@ func (c *conn) onEvent(ev *observer.Event) {
 		return
 	}
 	size := int64(len(ev.Frame))
-	if q := c.queued.Load(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
+	if q := c.queued.Load() + c.waitingBytes(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
 		dropped := len(c.queue) + 1
 		c.mu.Unlock()
 		c.h.cfg.Metrics.Dropped(dropped)
 		c.stop(errSlow)
 		return
 	}
+	if c.writeInlineLocked(ev) {
+		c.mu.Unlock()
+		c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
+		return
+	}
 	c.queue = append(c.queue, ev)
 	c.queued.Add(size)
+	c.wakeLocked()
 	c.mu.Unlock()
-	c.wake()
+}
+
+// writeInlineLocked writes a live event from the publishing goroutine
+// itself when nothing else is due for a direct stream of a small course:
+// the write does not wait (what the kernel does not take goes to the
+// flusher), and no hand-off adds latency. c.mu is held.
+func (c *conn) writeInlineLocked(ev *observer.Event) bool {
+	d, ok := c.out.(*direct)
+	if !ok || !d.live || c.scheduled || len(c.queue) > 0 || c.beat || c.ending != nil ||
+		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.fanout.Load() > inlineFanout ||
+		d.flushing || len(d.pending) > 0 || d.closed {
+		return false
+	}
+	c.pos = ev.ID // no worker holds the connection: not scheduled
+	d.writeLocked(ev.Chunk)
+	return true
+}
+
+// waitingBytes is what the sink holds back (direct: not yet taken by the
+// kernel). c.mu is held.
+func (c *conn) waitingBytes() int64 {
+	if d, ok := c.out.(*direct); ok {
+		return int64(len(d.pending))
+	}
+	return 0
 }
 
 func (c *conn) heartbeat() {
 	c.mu.Lock()
-	c.beat = true
+	if !c.stopped {
+		c.beat = true
+		c.wakeLocked()
+	}
 	c.mu.Unlock()
-	c.wake()
 }
 
-func (c *conn) wake() {
+// wakeLocked tells the writer there is work. c.mu is held.
+func (c *conn) wakeLocked() {
+	if _, ok := c.out.(*direct); ok && !c.replaying {
+		if !c.scheduled {
+			c.scheduled = true
+			c.h.runq.push(c)
+		}
+		return
+	}
 	select {
 	case c.notify <- struct{}{}:
 	default:
 	}
 }
 
-// stop ends the stream now: the request context is cancelled and a write
-// blocked on a peer that does not read is interrupted (unless the stream
-// is ending cleanly: then net/http must still write the response's end).
+// stop ends the stream now: the context is cancelled and the connection
+// cut (unless it is ending cleanly), so a write blocked on a peer that does
+// not read returns.
 func (c *conn) stop(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.stopped = true
-	c.cancel(cause)
-	if !c.finished && !c.clean {
-		_ = c.rc.SetWriteDeadline(time.Now())
+	c.stopLocked(cause)
+}
+
+func (c *conn) stopLocked(cause error) {
+	if !c.stopped {
+		c.stopped = true
+		c.cancel(cause)
+	}
+	if !c.finished {
+		c.out.abort()
 	}
 }
 
-// end ends the stream on purpose (shutdown, age): serve sends a final frame
-// with a jittered retry: and returns. A client that does not take the frame
-// within drainTimeout is cut anyway.
+// end ends the stream on purpose (shutdown, age): the writer sends a final
+// frame with a jittered retry: and finishes the response. A client that
+// does not take the frame within drainTimeout is cut anyway.
 func (c *conn) end(cause error) {
 	c.mu.Lock()
 	first := c.ending == nil && !c.stopped
 	if first {
 		c.ending = cause
+		c.wakeLocked()
 	}
 	c.mu.Unlock()
 	if first {
-		c.wake()
-		time.AfterFunc(drainTimeout, func() { c.stop(cause) })
+		t := time.AfterFunc(drainTimeout, func() { c.stop(cause) })
+		c.mu.Lock()
+		c.timers = append(c.timers, t)
+		c.mu.Unlock()
 	}
-}
-
-// finish marks the handler as returning: rc is no longer usable.
-func (c *conn) finish() {
-	c.mu.Lock()
-	c.finished, c.stopped = true, true
-	c.mu.Unlock()
 }
 
 // take returns the queued events and what else is due, and empties the
@@ -188,133 +239,129 @@ func (c *conn) take() (batch []*observer.Event, beat bool, ending error) {
 	return batch, beat, ending
 }
 
-// serve writes the stream until the context ends: the retry: frame, then
-// the reset or replay, then live events. It runs on the request goroutine;
-// the work is in begin and deliver so that the frame left on the stack
-// while serve waits is small.
-func (c *conn) serve(st start) {
-	co := newCoalescer(c.req.coalesce)
-	pos, ok := c.begin(st, co)
-	var window <-chan time.Time
-	for ok {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-window:
-			window = nil
-			ok = c.writeEvents(co.flush()) && c.flush()
-		case <-c.notify:
-			ok = c.deliver(&pos, co, &window)
-		}
+// begin writes the retry: frame, then the reset or the replay, and
+// switches the connection to live events. The sink has sent the headers.
+func (c *conn) begin(st start) bool {
+	if !c.out.frame(c.h.retry) || !c.out.flush() {
+		return false
 	}
-}
-
-// begin writes the headers and the retry: frame, then the reset or the
-// replay, and switches the connection to live events.
-//
-//go:noinline
-func (c *conn) begin(st start, co *coalescer) (pos uint64, ok bool) {
-	h := c.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	c.w.WriteHeader(http.StatusOK)
-	if !c.write(c.h.retry) || !c.flush() {
-		return 0, false
+	c.pos = st.pos
+	if st.reset && !c.writeReset(st.pos) {
+		return false
 	}
-	pos = st.pos
-	if st.reset && !c.writeReset(pos) {
-		return 0, false
-	}
-	return pos, c.catchUp(&pos, st.page, co)
+	return c.catchUp(st.page)
 }
 
 // deliver writes what was queued since the last call and flushes once.
 // It reports false when the stream has ended.
-//
-//go:noinline
-func (c *conn) deliver(pos *uint64, co *coalescer, window *<-chan time.Time) bool {
+func (c *conn) deliver() bool {
 	batch, beat, ending := c.take()
 	defer clear(batch) // drop the references the spare buffer would keep
 	for _, ev := range batch {
 		size := int64(len(ev.Frame))
 		switch {
 		case ev.Reset:
-			if !c.writeEvents(co.flush()) || !c.writeReset(ev.ID) {
+			if !c.writeEvents(c.co.flush()) || !c.writeReset(ev.ID) {
 				return false
 			}
-			*pos = ev.ID
-		case ev.ID <= *pos:
+			c.pos = ev.ID
+		case ev.ID <= c.pos:
 			// already sent from history
-		case co.enabled():
-			*pos = ev.ID
-			if co.add(ev) && *window == nil {
-				*window = co.start()
+		case c.co.enabled():
+			c.pos = ev.ID
+			if c.co.add(ev) {
+				c.startWindow()
 			}
 		default:
-			*pos = ev.ID
+			c.pos = ev.ID
 			if !c.writeEvent(ev) {
 				return false
 			}
 		}
 		c.queued.Add(-size)
 	}
-	if beat && !c.write(heartbeatFrame) {
+	if beat && !c.out.frame(heartbeatFrame) {
 		return false
 	}
 	if ending != nil {
-		c.writeEvents(co.flush())
+		c.writeEvents(c.co.flush())
 		c.finalFrame(ending)
 		return false
 	}
-	return c.flush()
+	return c.out.flush()
 }
 
-// catchUp replays history after *pos until it meets the live events, then
-// switches the connection to live queueing. History, not the queue, holds
-// what a replaying client has not seen, so a long replay never overflows.
-func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
+// startWindow arms the end of a coalesce window.
+func (c *conn) startWindow() {
+	if _, ok := c.out.(*direct); ok {
+		c.windowTimer = time.AfterFunc(c.co.window, func() {
+			c.mu.Lock()
+			c.windowDue = true
+			c.wakeLocked()
+			c.mu.Unlock()
+		})
+		return
+	}
+	c.window = c.co.start()
+}
+
+// closeWindow sends what the coalesce window kept.
+func (c *conn) closeWindow() bool {
+	return c.writeEvents(c.co.flush()) && c.out.flush()
+}
+
+// catchUp replays history after c.pos until it meets the live events,
+// then switches the connection to live queueing. History, not the queue,
+// holds what a replaying client has not seen, so a long replay never
+// overflows.
+func (c *conn) catchUp(page observer.Page) bool {
 	stuck := 0 // history reads in a row that did not reach an announced id
 	for {
 		replayed := 0
 		for _, ev := range page.Events {
-			if ev.ID <= *pos {
+			if ev.ID <= c.pos {
 				continue
 			}
-			*pos = ev.ID
+			c.pos = ev.ID
 			if !c.req.types.Has(ev.Type) {
 				continue
 			}
 			replayed++
-			if co.enabled() {
-				co.add(ev)
+			if c.co.enabled() {
+				c.co.add(ev)
 			} else if !c.writeEvent(ev) {
 				return false
 			}
 		}
 		c.h.cfg.Metrics.Replayed(replayed)
-		if !c.writeEvents(co.flush()) {
+		if !c.writeEvents(c.co.flush()) {
 			return false
 		}
 		if page.Reset {
 			if !c.writeReset(page.LastID) {
 				return false
 			}
-			*pos = page.LastID
+			c.pos = page.LastID
 		}
-		if !c.flush() {
+		if !c.out.flush() {
 			return false
 		}
 		c.mu.Lock()
-		if !page.More() && c.liveHead <= *pos {
+		if !page.More() && c.liveHead <= c.pos {
+			if d, ok := c.out.(*direct); ok {
+				d.live = true // from now on the workers write
+			}
 			c.replaying = false
+			if c.queue != nil || c.beat || c.ending != nil {
+				c.wakeLocked()
+			}
 			c.mu.Unlock()
 			return true
 		}
 		head := c.liveHead
 		c.mu.Unlock()
 		var err error
-		page, err = c.h.broker.History(c.ctx, c.req.course, *pos, replayPage)
+		page, err = c.h.broker.History(c.ctx, c.req.course, c.pos, replayPage)
 		if err != nil {
 			if c.ctx.Err() == nil {
 				c.h.log.Warn("stream: history read failed; closing the stream", slog.String("course", c.req.course), slog.Any("err", err))
@@ -322,7 +369,7 @@ func (c *conn) catchUp(pos *uint64, page observer.Page, co *coalescer) bool {
 			}
 			return false
 		}
-		if len(page.Events) > 0 || page.Reset || head <= *pos || page.More() {
+		if len(page.Events) > 0 || page.Reset || head <= c.pos || page.More() {
 			stuck = 0
 			continue
 		}
@@ -357,7 +404,7 @@ func (c *conn) writeEvents(evs []*observer.Event) bool {
 // writeEvent writes one event's frame, shared by every subscriber, and
 // counts it as delivered.
 func (c *conn) writeEvent(ev *observer.Event) bool {
-	if !c.write(ev.Frame) {
+	if !c.out.event(ev) {
 		return false
 	}
 	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
@@ -375,12 +422,12 @@ func (c *conn) writeReset(last uint64) bool {
 	b = append(b, id...)
 	b = append(b, "\"}\n\n"...)
 	c.h.cfg.Metrics.ResetSent()
-	return c.write(b)
+	return c.out.frame(b)
 }
 
 // finalFrame tells the client when to come back (Config.Retry plus a random
 // share of Config.DrainJitter, so that clients spread their reconnections),
-// flushes, and stops the stream. The frame sets retry: for EventSource and
+// and ends the stream cleanly. The frame sets retry: for EventSource and
 // carries the same delay as a DrainEvent for libraries that reconnect by
 // themselves (EventSource does not show retry: to scripts). It has no id
 // line, so the client's last event id is unchanged, and its event name
@@ -394,12 +441,11 @@ func (c *conn) finalFrame(cause error) {
 	b = append(b, "}\nretry: "...)
 	b = append(b, ms...)
 	b = append(b, "\n\n"...)
-	if c.write(b) && c.flush() {
-		// Out: end the request normally, so that net/http closes the
-		// chunked body properly (a clean end, not a cut connection).
+	if c.out.frame(b) && c.out.flush() {
 		c.mu.Lock()
 		c.clean = true
 		c.mu.Unlock()
+		c.out.finish()
 	}
 	c.stop(cause)
 }
@@ -411,41 +457,3 @@ func (c *conn) finalFrame(cause error) {
 const DrainEvent = "coursestream:drain"
 
 var heartbeatFrame = []byte(": hb\n\n")
-
-// write writes p to the client (buffered by net/http until flush), with the
-// write deadline armed. An error stops the stream.
-func (c *conn) write(p []byte) bool {
-	c.arm()
-	if _, err := c.w.Write(p); err != nil {
-		c.stop(err)
-		return false
-	}
-	return true
-}
-
-func (c *conn) flush() bool {
-	c.arm()
-	if err := c.rc.Flush(); err != nil {
-		c.stop(err)
-		return false
-	}
-	return true
-}
-
-// arm pushes the write deadline forward once half of it has passed (a
-// deadline per write would cost a runtime call each), so that a peer that
-// takes no bytes for Config.WriteTimeout is dropped. A stopped stream keeps
-// the deadline stop set.
-func (c *conn) arm() {
-	now := time.Now()
-	timeout := c.h.cfg.WriteTimeout
-	if now.Before(c.armed.Add(-timeout / 2)) {
-		return
-	}
-	c.mu.Lock()
-	if !c.stopped {
-		c.armed = now.Add(timeout)
-		_ = c.rc.SetWriteDeadline(c.armed)
-	}
-	c.mu.Unlock()
-}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -36,7 +37,11 @@ func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 	b := observer.NewMemory(mcfg)
 	h := New(b, cfg)
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/courses/{courseId}/events", h)
+	var events http.Handler = h
+	if forceViaHandler {
+		events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(noHijack{w}, r) })
+	}
+	mux.Handle("GET /v1/courses/{courseId}/events", events)
 	mux.Handle("POST /v1/courses/{courseId}/events", NewPublisher(b, PublishConfig{Logger: quiet(), MaxEventBytes: mcfg.MaxEventBytes}))
 	srv := httptest.NewServer(mux)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -46,6 +51,7 @@ func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 	t.Cleanup(func() {
 		h.Drain()
 		srv.Close()
+		h.Close()
 		cancel()
 		<-ran
 	})
@@ -186,4 +192,20 @@ func short(ids []uint64) []uint64 {
 		return ids[:20]
 	}
 	return ids
+}
+
+// forceViaHandler makes newEnv serve streams through a ResponseWriter that
+// cannot be hijacked: the path HTTP/2 and HTTP/1.0 streams take.
+var forceViaHandler bool
+
+// noHijack hides http.Hijacker (and Unwrap) but keeps flushing and write
+// deadlines, as an HTTP/2 ResponseWriter does.
+type noHijack struct{ w http.ResponseWriter }
+
+func (n noHijack) Header() http.Header         { return n.w.Header() }
+func (n noHijack) Write(p []byte) (int, error) { return n.w.Write(p) }
+func (n noHijack) WriteHeader(code int)        { n.w.WriteHeader(code) }
+func (n noHijack) FlushError() error           { return http.NewResponseController(n.w).Flush() }
+func (n noHijack) SetWriteDeadline(t time.Time) error {
+	return http.NewResponseController(n.w).SetWriteDeadline(t)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,25 +54,41 @@ type Config struct {
 }
 
 // Hub serves GET /v1/courses/{courseId}/events: one SSE stream per request,
-// fed from the broker. Each stream is written by its own request goroutine
-// and nothing else: the broker's listener only appends the event to the
+// fed from the broker. The broker's listener only appends an event to the
 // connection's bounded queue, so a slow client never holds up another.
-// Frames are encoded once per event (observer.Event.Frame) and written as
-// they are to every subscriber.
+// Frames are encoded once per event (observer.Event.Frame, .Chunk) and
+// written as they are to every subscriber.
 //
-// Run sends the heartbeats; Drain ends every stream (at shutdown).
+// An HTTP/1.1 stream is taken over from net/http after its replay: the
+// hub's workers (one per CPU) write its live frames straight to the socket
+// without waiting, and one small reader goroutine per connection notices
+// the client leaving. Other streams (HTTP/2, HTTP/1.0) are written by
+// their request goroutine through the ResponseWriter.
+//
+// Run owns the workers and the heartbeats; Drain ends every stream (at
+// shutdown); Close cuts what is left and waits for every goroutine of the
+// hub.
 type Hub struct {
 	cfg    Config
 	broker observer.Broker
 	log    *slog.Logger
 	retry  []byte // the first frame of every stream
+	runq   *runq
+	wg     sync.WaitGroup // direct streams' reader and flusher goroutines
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	fanout   map[string]*atomic.Int32 // streams open per course
 	draining bool
 
 	active atomic.Int64
 }
+
+// inlineFanout is the most streams a course may have for its publisher to
+// write their live events itself (no hand-off to a worker: the lowest
+// latency); above it the workers write, in parallel, and the publisher
+// (an HTTP request, or the Redis receive loop) is not held up.
+const inlineFanout = 32
 
 // New returns a Hub reading from b. It starts nothing; see Run.
 func New(b observer.Broker, cfg Config) *Hub {
@@ -97,9 +114,9 @@ func New(b observer.Broker, cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger,
+		cfg: cfg, broker: b, log: cfg.Logger, runq: newRunq(runtime.GOMAXPROCS(0)),
 		retry: fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds()),
-		conns: make(map[*conn]struct{}),
+		conns: make(map[*conn]struct{}), fanout: make(map[string]*atomic.Int32),
 	}
 }
 
@@ -108,7 +125,17 @@ func (h *Hub) Connections() int { return int(h.active.Load()) }
 
 // Run sends a heartbeat comment to every stream each Config.Heartbeat until
 // ctx ends.
+//
+// It also runs the workers that write the live frames of direct streams:
+// call it before serving, and keep it running until the server has
+// stopped (Drain's final frames are written by them).
 func (h *Hub) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range cap(h.runq.wake) {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.runq.work(ctx) }()
+	}
+	defer wg.Wait()
 	t := time.NewTicker(h.cfg.Heartbeat)
 	defer t.Stop()
 	for {
@@ -121,6 +148,29 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Wait waits until no stream is open (after Drain, they end by themselves
+// within drainTimeout) or ctx ends.
+func (h *Hub) Wait(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for h.Connections() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close cuts every stream still open and waits for the goroutines of
+// direct streams. Call it after Drain, once the HTTP server has stopped.
+func (h *Hub) Close() {
+	for _, c := range h.snapshot() {
+		c.stop(errShutdown)
+	}
+	h.wg.Wait()
 }
 
 // Drain refuses new streams from now on and ends every open one: each gets
@@ -158,15 +208,27 @@ func (h *Hub) register(c *conn) (full bool, refused error) {
 		return true, errFull
 	}
 	h.conns[c] = struct{}{}
+	n := h.fanout[c.req.course]
+	if n == nil {
+		n = new(atomic.Int32)
+		h.fanout[c.req.course] = n
+	}
+	n.Add(1)
+	c.fanout = n
 	h.active.Add(1)
 	return false, nil
 }
 
 func (h *Hub) unregister(c *conn) {
 	h.mu.Lock()
-	delete(h.conns, c)
+	if _, ok := h.conns[c]; ok {
+		delete(h.conns, c)
+		if c.fanout.Add(-1) == 0 {
+			delete(h.fanout, c.req.course)
+		}
+		h.active.Add(-1)
+	}
 	h.mu.Unlock()
-	h.active.Add(-1)
 }
 
 var (
@@ -187,13 +249,30 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	c.serve(st)
-	h.close(c)
+	if v, ok := c.out.(*viaHandler); ok {
+		v.serve(st)
+		h.release(c)
+		return
+	}
+	h.serveDirect(c, st)
+}
+
+// serveDirect replays on the request goroutine, then leaves the live
+// stream to the workers and the reader goroutine, and returns.
+//
+//go:noinline
+func (h *Hub) serveDirect(c *conn, st start) {
+	d := c.out.(*direct)
+	handoff := make(chan struct{})
+	h.wg.Add(1)
+	go d.readLoop(handoff)
+	c.begin(st)
+	close(handoff)
 }
 
 // open validates and registers the request, subscribes it to the broker
-// and reads where it starts. On failure it answers the request itself and
-// returns a nil conn.
+// and reads where it starts; an HTTP/1.1 connection is then taken over. On
+// failure it answers the request itself and returns a nil conn.
 //
 //go:noinline
 func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
@@ -202,11 +281,23 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return nil, start{}
 	}
-	ctx, cancel := context.WithCancelCause(r.Context())
-	c := newConn(h, ctx, cancel, req, w)
+	_, hijackable := innermost(w).(http.Hijacker)
+	takeover := hijackable && r.ProtoAtLeast(1, 1)
+	base, cancelDeadline := r.Context(), context.CancelFunc(func() {})
+	if takeover {
+		// The stream outlives its request: keep the request's values and
+		// deadline (a token's expiry), not its cancellation.
+		base = context.WithoutCancel(base)
+		if dl, ok := r.Context().Deadline(); ok {
+			base, cancelDeadline = context.WithDeadline(base, dl)
+		}
+	}
+	ctx, cancel := context.WithCancelCause(base)
+	c := newConn(h, ctx, func(cause error) { cancel(cause); cancelDeadline() }, req)
+	c.out = newViaHandler(c, w) // until taken over
 	if full, refused := h.register(c); refused != nil {
-		c.finish()
-		cancel(nil)
+		c.finished = true
+		c.cancel(nil)
 		w.Header().Set("Retry-After", "1")
 		if !full {
 			httpjson.Error(w, http.StatusServiceUnavailable, refused.Error())
@@ -225,7 +316,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
 	if h.cfg.MaxStreamAge > 0 {
 		age := time.Duration(float64(h.cfg.MaxStreamAge) * (0.8 + 0.2*rand.Float64()))
-		c.ageTimer = time.AfterFunc(age, func() { c.end(errMaxAge) })
+		c.timers = append(c.timers, time.AfterFunc(age, func() { c.end(errMaxAge) }))
 	}
 
 	// Subscribe first, then read where to start: an event is either in
@@ -235,32 +326,53 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	if err == nil {
 		st, err = c.startPosition(ctx)
 	}
+	if err == nil && takeover {
+		var d *direct
+		if d, err = takeOver(c, w); err == nil {
+			c.mu.Lock()
+			c.out = d
+			c.mu.Unlock()
+		}
+	}
 	if err != nil {
-		h.close(c)
+		h.release(c)
 		h.unavailable(w, r, err)
 		return nil, start{}
 	}
 	if h.log.Enabled(ctx, slog.LevelDebug) {
 		h.log.LogAttrs(ctx, slog.LevelDebug, "stream open", slog.String("course", req.course),
-			slog.Uint64("from", st.pos), slog.Bool("reset", st.reset))
+			slog.Uint64("from", st.pos), slog.Bool("reset", st.reset), slog.Bool("direct", takeover))
 	}
 	c.opened = time.Now()
-	_ = c.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; serve arms its own
+	if v, ok := c.out.(*viaHandler); ok {
+		_ = v.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; the sink arms its own
+	}
 	return c, st
 }
 
-// close releases what open took, in reverse order.
+// release gives back what open took, once the stream is over: on the
+// request goroutine for a stream through the ResponseWriter, on the reader
+// goroutine for a direct one.
 //
 //go:noinline
-func (h *Hub) close(c *conn) {
+func (h *Hub) release(c *conn) {
 	if c.unsubscribe != nil {
 		c.unsubscribe()
 	}
-	if c.ageTimer != nil {
-		c.ageTimer.Stop()
+	c.mu.Lock()
+	timers := c.timers
+	c.timers = nil
+	c.finished, c.stopped = true, true
+	if c.windowTimer != nil {
+		c.windowTimer.Stop()
 	}
-	c.stopAfter()
-	c.finish()
+	c.mu.Unlock()
+	for _, t := range timers {
+		t.Stop()
+	}
+	if c.stopAfter != nil {
+		c.stopAfter()
+	}
 	reason := closeReason(c.ctx)
 	c.cancel(nil)
 	h.unregister(c)
@@ -283,7 +395,7 @@ func closeReason(ctx context.Context) string {
 		return "age"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return "expired"
-	case cause == nil, errors.Is(cause, context.Canceled):
+	case cause == nil, errors.Is(cause, context.Canceled), errors.Is(cause, errClientGone):
 		return "client"
 	}
 	return "error"

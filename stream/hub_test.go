@@ -37,6 +37,9 @@ func TestRawBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !resp.Close || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("Connection close %v, Transfer-Encoding %v: want a chunked stream that owns its connection (taken over)", resp.Close, resp.TransferEncoding)
+	}
 	for k, want := range map[string]string{
 		"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
 	} {
@@ -391,6 +394,7 @@ func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
 func TestNoGoroutineLeftAfterDisconnect(t *testing.T) {
 	e := newEnv(t, Config{Heartbeat: 5 * time.Millisecond}, observer.MemoryConfig{})
 	before := goleak.IgnoreCurrent()
+	workers := goleak.IgnoreTopFunction("coursestream/stream.(*runq).work") // Run's, checked by TestMain
 	var cs []*sseClient
 	for i := range 20 {
 		cs = append(cs, e.open("/v1/courses/c"+strconv.Itoa(i%3)+"/events", nil))
@@ -402,7 +406,7 @@ func TestNoGoroutineLeftAfterDisconnect(t *testing.T) {
 		c.close()
 	}
 	e.client.CloseIdleConnections()
-	goleak.VerifyNone(t, before)
+	goleak.VerifyNone(t, before, workers)
 	if n := e.broker.Observer().Total(); n != 0 {
 		t.Fatalf("%d listeners left", n)
 	}
@@ -542,3 +546,29 @@ func (r *recorder) Delivered(time.Duration)    { r.mu.Lock(); r.delivered++; r.m
 func (r *recorder) Replayed(n int)             { r.mu.Lock(); r.replayed += n; r.mu.Unlock() }
 func (r *recorder) ResetSent()                 { r.mu.Lock(); r.resets++; r.mu.Unlock() }
 func (r *recorder) Dropped(n int)              { r.mu.Lock(); r.drops += n; r.mu.Unlock() }
+
+// TestViaHandlerPath runs the core stream tests through a ResponseWriter
+// that cannot be taken over (HTTP/2, HTTP/1.0): the request goroutine
+// writes the stream itself.
+func TestViaHandlerPath(t *testing.T) {
+	forceViaHandler = true
+	defer func() { forceViaHandler = false }()
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"live", TestLiveEventsInOrderUnderConcurrentPublishing},
+		{"resume", TestResumeReplayThenLive},
+		{"reset", TestReset},
+		{"types", TestTypesFilter},
+		{"coalesce", TestCoalesce},
+		{"heartbeat", TestHeartbeat},
+		{"slow client", TestSlowClientDoesNotDelayOthers},
+		{"drain", TestDrainEndsStreamsAndRefusesNew},
+		{"max age", TestMaxStreamAge},
+		{"deadline", TestStreamEndsWithItsContextDeadline},
+		{"no leak", TestNoGoroutineLeftAfterDisconnect},
+	} {
+		t.Run(tc.name, tc.fn)
+	}
+}

@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"testing"
@@ -34,30 +36,73 @@ func benchEvents(b *testing.B, n int) []*observer.Event {
 	return evs
 }
 
-// BenchmarkDeliver is one subscriber's hot path for one event: the
-// listener queues it, the stream goroutine writes its frame and flushes.
-// It must not allocate.
+// BenchmarkDeliver is one subscriber's hot path for one event through the
+// ResponseWriter: the listener queues it, the writer writes its frame and
+// flushes. It must not allocate.
 func BenchmarkDeliver(b *testing.B) {
 	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{course: "course-123"}, &discard{h: http.Header{}})
+	c := newConn(h, ctx, cancel, request{course: "course-123"})
+	c.out = newViaHandler(c, &discard{h: http.Header{}})
 	c.replaying = false
-	co := newCoalescer(0)
-	var window <-chan time.Time
 	evs := benchEvents(b, 4096)
-	var pos uint64
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
-			pos = 0
+			c.pos = 0
 		}
 		c.onEvent(ev)
 		<-c.notify
-		if !c.deliver(&pos, co, &window) {
+		if !c.deliver() {
 			b.Fatal("stream ended")
 		}
+	}
+}
+
+// BenchmarkDeliverDirect is the same for a direct stream, over a real
+// loopback TCP connection whose other end reads everything: the listener
+// queues, a worker's turn writes the event's chunk to the socket. It
+// includes the write system call, and must not allocate.
+func BenchmarkDeliverDirect(b *testing.B) {
+	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.Close()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	raw, _ := server.(*net.TCPConn).SyscallConn()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	c := newConn(h, ctx, cancel, request{course: "course-123"})
+	d := newDirect(c, server, raw)
+	d.live = true
+	c.out = d
+	c.replaying = false
+	evs := benchEvents(b, 4096)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ev := evs[i%len(evs)]
+		if ev.ID == 1 {
+			c.pos = 0
+		}
+		c.onEvent(ev)
+		if c.h.runq.pop() != c {
+			b.Fatal("not scheduled")
+		}
+		c.runDirect()
 	}
 }
 

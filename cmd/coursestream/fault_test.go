@@ -361,10 +361,11 @@ func TestFaultReconnectStorm(t *testing.T) {
 		t.Errorf("connected %d, reconnected %d, want %d each", rep.Connected, rep.Reconnected, clients)
 	case rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.Received != rep.Expected:
 		t.Errorf("report %+v", rep)
-	case rep.ReconnectSpread > 2*time.Second:
-		// They retry 0-100 ms after losing the stream; noticing the loss
-		// takes a 2-core machine shared with the server a moment more.
-		t.Errorf("the clients took %s to come back, want about a second", rep.ReconnectSpread)
+	case rep.ReconnectSpread > 5*time.Second:
+		// Each client retries 0-100 ms after it sees its stream end; 5,000
+		// of them seeing it takes a 2-core machine, shared with the server
+		// and other test packages, about a second (see the README's table).
+		t.Errorf("the clients took %s to come back", rep.ReconnectSpread)
 	case reads > clients:
 		t.Errorf("%d history reads for %d reconnections", reads, clients)
 	case rss > 600<<20:

@@ -119,6 +119,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		log.Warn("shutdown grace ran out; closing connections", slog.Any("err", err))
 		_ = srv.Close()
 	}
+	hub.Wait(sctx) // streams taken over from net/http end on their own
+	hub.Close()
 	stopBG()
 	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 		runErr = err
