@@ -36,6 +36,7 @@ type conn struct {
 	ending    error             // end was called: send the final frame, then stop
 	stopped   bool              // no more events are queued, nothing more is written
 	clean     bool              // the final frame is out: end without cutting the connection
+	killed    bool              // stop at any cost: even a clean end is cut
 	finished  bool              // the request goroutine is done with the ResponseWriter
 	scheduled bool              // direct: on the hub's run queue
 	windowDue bool              // direct: the coalesce window closed
@@ -209,23 +210,27 @@ func (c *conn) stopLocked(cause error) {
 	}
 }
 
+// kill stops the stream and cuts its connection even while it ends
+// cleanly (its final bytes not taken within drainTimeout, or Hub.Close).
+func (c *conn) kill(cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.killed = true
+	c.stopLocked(cause)
+}
+
 // end ends the stream on purpose (shutdown, age): the writer sends a final
 // frame with a jittered retry: and finishes the response. A client that
 // does not take the frame within drainTimeout is cut anyway.
 func (c *conn) end(cause error) {
 	c.mu.Lock()
-	first := c.ending == nil && !c.stopped
-	if first {
-		c.ending = cause
-		c.wakeLocked()
+	defer c.mu.Unlock()
+	if c.ending != nil || c.stopped {
+		return
 	}
-	c.mu.Unlock()
-	if first {
-		t := time.AfterFunc(drainTimeout, func() { c.stop(cause) })
-		c.mu.Lock()
-		c.timers = append(c.timers, t)
-		c.mu.Unlock()
-	}
+	c.ending = cause
+	c.wakeLocked()
+	c.timers = append(c.timers, time.AfterFunc(drainTimeout, func() { c.kill(cause) }))
 }
 
 // take returns the queued events and what else is due, and empties the
@@ -261,7 +266,13 @@ func (c *conn) deliver() bool {
 		size := int64(len(ev.Frame))
 		switch {
 		case ev.Reset:
-			if !c.writeEvents(c.co.flush()) || !c.writeReset(ev.ID) {
+			if kept := c.co.flush(); kept != nil {
+				c.dropWindow()
+				if !c.writeEvents(kept) {
+					return false
+				}
+			}
+			if !c.writeReset(ev.ID) {
 				return false
 			}
 			c.pos = ev.ID
@@ -294,15 +305,34 @@ func (c *conn) deliver() bool {
 // startWindow arms the end of a coalesce window.
 func (c *conn) startWindow() {
 	if _, ok := c.out.(*direct); ok {
-		c.windowTimer = time.AfterFunc(c.co.window, func() {
+		t := time.AfterFunc(c.co.window, func() {
 			c.mu.Lock()
 			c.windowDue = true
 			c.wakeLocked()
 			c.mu.Unlock()
 		})
+		c.mu.Lock()
+		if c.finished {
+			t.Stop()
+		} else {
+			c.windowTimer = t
+		}
+		c.mu.Unlock()
 		return
 	}
 	c.window = c.co.start()
+}
+
+// dropWindow forgets an open coalesce window whose events were just sent.
+func (c *conn) dropWindow() {
+	c.window = nil
+	c.mu.Lock()
+	if c.windowTimer != nil {
+		c.windowTimer.Stop()
+		c.windowTimer = nil
+	}
+	c.windowDue = false
+	c.mu.Unlock()
 }
 
 // closeWindow sends what the coalesce window kept.
@@ -350,6 +380,7 @@ func (c *conn) catchUp(page observer.Page) bool {
 		if !page.More() && c.liveHead <= c.pos {
 			if d, ok := c.out.(*direct); ok {
 				d.live = true // from now on the workers write
+				d.buf = nil   // the replay's buffer is not needed any more
 			}
 			c.replaying = false
 			if c.queue != nil || c.beat || c.ending != nil {

@@ -153,7 +153,7 @@ func (d *direct) writeLocked(p []byte) bool {
 // Config.ClientBuffer is too slow: it is cut, and resumes with its id.
 func (d *direct) queueLocked(p []byte) bool {
 	if len(d.pending)+len(p) > d.c.h.cfg.ClientBuffer {
-		d.c.h.cfg.Metrics.Dropped(len(d.c.queue))
+		d.c.h.cfg.Metrics.Dropped(len(d.c.queue) + 1)
 		d.c.stopLocked(errSlow)
 		return false
 	}
@@ -199,11 +199,18 @@ func (d *direct) rawWrite(fd uintptr) bool {
 }
 
 // flushLoop pushes pending out with blocking writes, then ends. It is
-// owned by the hub's wait group.
+// owned by the hub's wait group. While it runs (flushing) no worker
+// writes: they append to pending; it clears its write deadline before it
+// gives the socket back, since the workers' non-blocking writes check it.
 func (d *direct) flushLoop() {
 	defer d.c.h.wg.Done()
 	for {
 		d.c.mu.Lock()
+		if len(d.pending) == 0 && !d.closed {
+			d.c.mu.Unlock()
+			_ = d.nc.SetWriteDeadline(time.Time{})
+			d.c.mu.Lock()
+		}
 		if len(d.pending) == 0 || d.closed {
 			d.flushing = false
 			d.pending = nil
@@ -227,14 +234,16 @@ func (d *direct) flushLoop() {
 		n, err := d.nc.Write(p)
 		d.c.mu.Lock()
 		d.pending = d.pending[n:] // appends meanwhile went after p
-		d.c.mu.Unlock()
 		if err != nil {
-			d.c.stop(err)
-			d.c.mu.Lock()
+			// The peer takes nothing (or is gone): cut it, finishing or not.
 			d.flushing, d.pending = false, nil
+			d.closed = true
 			d.c.mu.Unlock()
+			d.nc.Close()
+			d.c.stop(err)
 			return
 		}
+		d.c.mu.Unlock()
 	}
 }
 
@@ -251,6 +260,9 @@ func (d *direct) flush() bool {
 	}
 	_ = d.nc.SetWriteDeadline(time.Now().Add(d.c.h.cfg.WriteTimeout))
 	_, err := d.nc.Write(d.buf)
+	// No deadline may outlive a blocking write: the workers' non-blocking
+	// writes check it first, and an expired one would fail them all.
+	_ = d.nc.SetWriteDeadline(time.Time{})
 	d.buf = d.buf[:0]
 	if err != nil {
 		d.c.stop(err)
@@ -271,13 +283,17 @@ func (d *direct) finish() {
 	if !d.flushing && len(d.pending) == 0 {
 		d.closed = true
 		d.nc.Close()
+		return
 	}
+	// A write in flight may hold a longer deadline: bring it to drainTimeout.
+	_ = d.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
 }
 
 // abort closes the connection (c.mu is held), unless it is finishing
-// cleanly: then the flusher closes it, within drainTimeout.
+// cleanly: then the flusher closes it, within drainTimeout, unless the
+// stream is killed (drain timeout, Hub.Close).
 func (d *direct) abort() {
-	if d.closed || d.finishing {
+	if d.closed || d.finishing && !d.c.killed {
 		return
 	}
 	d.closed = true

@@ -168,7 +168,7 @@ func (h *Hub) Wait(ctx context.Context) {
 // direct streams. Call it after Drain, once the HTTP server has stopped.
 func (h *Hub) Close() {
 	for _, c := range h.snapshot() {
-		c.stop(errShutdown)
+		c.kill(errShutdown)
 	}
 	h.wg.Wait()
 }
@@ -282,7 +282,8 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		return nil, start{}
 	}
 	_, hijackable := innermost(w).(http.Hijacker)
-	takeover := hijackable && r.ProtoAtLeast(1, 1)
+	takeover := hijackable && r.ProtoAtLeast(1, 1) && r.TLS == nil // a TLS connection has no socket to write to
+
 	base, cancelDeadline := r.Context(), context.CancelFunc(func() {})
 	if takeover {
 		// The stream outlives its request: keep the request's values and
@@ -331,7 +332,15 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		if d, err = takeOver(c, w); err == nil {
 			c.mu.Lock()
 			c.out = d
+			stopped := c.stopped
 			c.mu.Unlock()
+			if stopped {
+				// Stopped while opening (its token expired, the hub closed):
+				// the viaHandler abort could not reach the taken-over socket.
+				d.nc.Close()
+				h.release(c)
+				return nil, start{}
+			}
 		}
 	}
 	if err != nil {

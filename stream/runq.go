@@ -38,6 +38,13 @@ func (q *runq) pop() *conn {
 	c := q.items[q.head]
 	q.items[q.head] = nil
 	q.head++
+	if q.head > 64 && q.head*2 > len(q.items) {
+		// Never empty for long under a steady backlog: move what is left
+		// to the front, so the array does not grow forever.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
 	return c
 }
 

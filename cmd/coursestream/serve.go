@@ -87,7 +87,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	defer stopBG()
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return b.Run(gctx) })
-	g.Go(func() error { return hub.Run(gctx) })
+	// The hub's workers write the streams' final frames at shutdown: they
+	// stop after the streams, not with the first background task to fail.
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- hub.Run(hubCtx) }()
 	if cfg.DebugAddr != "" {
 		g.Go(func() error { return serveDebug(gctx, cfg.DebugAddr, log) })
 	}
@@ -121,6 +126,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	hub.Wait(sctx) // streams taken over from net/http end on their own
 	hub.Close()
+	stopHub()
+	<-hubDone
 	stopBG()
 	if err := g.Wait(); err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 		runErr = err
@@ -280,14 +287,17 @@ func requestLog(log *slog.Logger) func(http.Handler) http.Handler {
 
 //go:noinline
 func logRequest(log *slog.Logger, r *http.Request, ww middleware.WrapResponseWriter, start time.Time) {
-	level := slog.LevelDebug
-	if ww.Status() >= 500 {
+	level, status := slog.LevelDebug, ww.Status()
+	if status == 0 {
+		status = http.StatusOK // no WriteHeader: 200, or an SSE stream taken over from net/http
+	}
+	if status >= 500 {
 		level = slog.LevelWarn
 	}
 	if log.Enabled(r.Context(), level) {
 		log.LogAttrs(context.Background(), level, "request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+			slog.Int("status", status), slog.Int("bytes", ww.BytesWritten()),
 			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 	}
 }

@@ -1,0 +1,149 @@
+package stream
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"coursestream/observer"
+)
+
+// TestStreamOutlivesWriteTimeout: a live stream that is read keeps going
+// past the write timeout (a deadline left by a blocking write must not
+// fail the later non-blocking ones), and still delivers.
+func TestStreamOutlivesWriteTimeout(t *testing.T) {
+	m := newRecorder()
+	e := newEnv(t, Config{WriteTimeout: 100 * time.Millisecond, Heartbeat: 25 * time.Millisecond, Metrics: m}, observer.MemoryConfig{})
+	c := e.open("/v1/courses/c1/events", map[string]string{"Last-Event-ID": "0"})
+	start := time.Now()
+	beats := 0
+	for time.Since(start) < 8*100*time.Millisecond {
+		f, ok := c.next()
+		if !ok {
+			t.Fatalf("the stream ended after %s (%d heartbeats): %v; the write timeout is 100ms and the client reads",
+				time.Since(start).Round(time.Millisecond), beats, c.err)
+		}
+		if f.comment {
+			beats++
+		}
+	}
+	id := e.publish("c1", "upload-complete", `{}`).ID
+	if f, ok := c.nextEvent(); !ok || f.id != strconv.FormatUint(id, 10) {
+		t.Fatalf("after %d heartbeats: %+v, %v", beats, f, ok)
+	}
+}
+
+// TestCloseDoesNotHangOnAStalledDrain: a client that stopped reading with
+// frames pending when the hub drains: Close cuts it and returns.
+func TestCloseDoesNotHangOnAStalledDrain(t *testing.T) {
+	e := newEnv(t, Config{ClientBuffer: 64 << 20}, observer.MemoryConfig{MaxEventBytes: 1 << 20, History: 100})
+	dialStalled(t, e, "/v1/courses/c1/events")
+	big := `"` + stringOf('x', 512<<10) + `"`
+	for range 48 { // 24 MiB: far more than the socket buffers, so most waits in pending
+		e.publish("c1", "upload-progress", big)
+	}
+	e.hub.Drain()
+	done := make(chan struct{})
+	go func() { e.hub.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout + 5*time.Second):
+		t.Fatalf("Close still blocked %s after Drain, %d streams open", drainTimeout+5*time.Second, e.hub.Connections())
+	}
+}
+
+func stringOf(c byte, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = c
+	}
+	return string(b)
+}
+
+// slowStart delays LastID: the stream is still opening when its context
+// ends.
+type slowStart struct {
+	observer.Broker
+	delay time.Duration
+}
+
+func (b slowStart) LastID(ctx context.Context, course string) (uint64, error) {
+	time.Sleep(b.delay)
+	return b.Broker.LastID(ctx, course)
+}
+
+// TestExpiredWhileOpening: a token that expires while the stream opens
+// ends it; it does not linger open and silent.
+func TestExpiredWhileOpening(t *testing.T) {
+	mem := observer.NewMemory(observer.MemoryConfig{Logger: quiet()})
+	h := New(slowStart{mem, 80 * time.Millisecond}, Config{Logger: quiet(), Heartbeat: 20 * time.Millisecond})
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/courses/{courseId}/events", deadline(h, 30*time.Millisecond))
+	srv := httptest.NewServer(mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = h.Run(ctx) }()
+	defer func() { h.Drain(); srv.Close(); h.Close(); cancel(); <-ran }()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(srv.URL + "/v1/courses/c1/events")
+	if err != nil {
+		return // cut before the headers: ended, as it should
+	}
+	defer resp.Body.Close()
+	ended := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, resp.Body); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the token expired at 30ms, the stream is still open after 2s (%d streams)", h.Connections())
+	}
+}
+
+// TestCoalescedClientsLeaving: coalesced streams whose clients leave while
+// events flow (the window's timer is armed and released concurrently).
+func TestCoalescedClientsLeaving(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.publish("c1", "video-update-complete", `{"videoId":"v`+strconv.Itoa(i%3)+`"}`)
+		}
+	}()
+	for range 100 {
+		c := e.open("/v1/courses/c1/events?coalesce=1ms", nil)
+		c.nextEvent()
+		c.close()
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// TestRunqDoesNotGrowUnderBacklog: a run queue that is never empty for
+// long keeps a bounded array.
+func TestRunqDoesNotGrowUnderBacklog(t *testing.T) {
+	q := newRunq(1)
+	c := &conn{}
+	q.push(c)
+	for range 100000 {
+		q.push(c)
+		if q.pop() == nil {
+			t.Fatal("empty")
+		}
+	}
+	if n := len(q.items); n > 1000 {
+		t.Fatalf("%d slots for 1 waiting connection", n)
+	}
+}
