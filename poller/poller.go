@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,23 +110,53 @@ func parse(r *http.Request) (request, error) {
 	if !observer.ValidCourseID(req.course) {
 		return req, errors.New("invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 	}
-	q := r.URL.Query()
-	if v, ok := q["after"]; ok {
-		var err error
-		if req.after, err = observer.ParseID(v[0]); err != nil {
-			return req, fmt.Errorf("invalid after %q: a decimal event id is required", truncate(v[0]))
+	// One pass over the query: polls are the hottest request there is,
+	// and url.ParseQuery builds a map for three parameters.
+	var typeValues []string
+	seenAfter, seenWait := false, false
+	for rest := r.URL.RawQuery; rest != ""; {
+		var kv string
+		kv, rest, _ = strings.Cut(rest, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(k, "%+") {
+			k, _ = url.QueryUnescape(k)
+		}
+		if k != "after" && k != "types" && k != "wait" {
+			continue
+		}
+		if strings.ContainsAny(v, "%+") {
+			var err error
+			if v, err = url.QueryUnescape(v); err != nil {
+				return req, fmt.Errorf("invalid query: %v", err)
+			}
+		}
+		switch k {
+		case "after":
+			if seenAfter {
+				continue // the first one counts, as with url.Values.Get
+			}
+			seenAfter = true
+			var err error
+			if req.after, err = observer.ParseID(v); err != nil {
+				return req, fmt.Errorf("invalid after %q: a decimal event id is required", truncate(v))
+			}
+		case "types":
+			typeValues = append(typeValues, v)
+		case "wait":
+			if seenWait || v == "" {
+				continue
+			}
+			seenWait = true
+			d, err := parseWait(v)
+			if err != nil {
+				return req, err
+			}
+			req.wait = d
 		}
 	}
 	var err error
-	if req.types, err = observer.ParseTypes(q["types"]); err != nil {
+	if req.types, err = observer.ParseTypes(typeValues); err != nil {
 		return req, err
-	}
-	if v := q.Get("wait"); v != "" {
-		d, err := parseWait(v)
-		if err != nil {
-			return req, err
-		}
-		req.wait = d
 	}
 	return req, nil
 }
@@ -154,7 +186,7 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	h := w.Header()
-	h.Set("Cache-Control", "no-cache")
+	h["Cache-Control"] = noCache
 
 	inm := r.Header.Get("If-None-Match")
 	if req.wait == 0 && inm != "" {
@@ -167,7 +199,7 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if last <= req.after+PageSize { // no 500 cap: lastEventId is the course's
 			tag := ETag(req.course, last)
 			if MatchNoneMatch(inm, tag) {
-				h.Set("ETag", tag)
+				h["Etag"] = []string{tag}
 				w.WriteHeader(http.StatusNotModified)
 				p.cfg.Metrics.Polled(http.StatusNotModified, 0)
 				return
@@ -181,13 +213,13 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tag := ETag(req.course, page.lastID)
-	h.Set("ETag", tag)
+	h["Etag"] = []string{tag}
 	if inm != "" && MatchNoneMatch(inm, tag) {
 		w.WriteHeader(http.StatusNotModified)
 		p.cfg.Metrics.Polled(http.StatusNotModified, 0)
 		return
 	}
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = applicationJSON
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(page.appendJSON(make([]byte, 0, page.size()), req.course))
 	p.cfg.Metrics.Polled(http.StatusOK, len(page.events))
@@ -324,6 +356,13 @@ func (resp response) appendJSON(b []byte, course string) []byte {
 	b = strconv.AppendBool(b, resp.reset)
 	return append(b, "}\n"...)
 }
+
+// Constant header values, shared by every response (net/http copies, and
+// appending to a full one-element slice copies too).
+var (
+	noCache         = []string{"no-cache"}
+	applicationJSON = []string{"application/json"}
+)
 
 func truncate(s string) string {
 	if len(s) > 32 {

@@ -69,6 +69,7 @@ type config struct {
 	Duration    time.Duration
 	Cycle       time.Duration
 	Reconnect   bool
+	Pipeline    int
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -95,6 +96,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "longest wait for deliveries after the last publish")
 	fs.DurationVar(&c.PollEvery, "poll-every", time.Second, "poll mode: interval between polls of one poller")
 	fs.IntVar(&c.Concurrency, "publishers", 4, "publisher goroutines")
+	fs.IntVar(&c.Pipeline, "pipeline", 1, "--publish fcall: FCALLs sent per round trip (a backend publishing in batches)")
 	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a non-loopback server")
 	fs.StringVar(&c.CoursePfx, "course-prefix", "", "course id prefix (default: a fresh one per run)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")

@@ -76,6 +76,26 @@ func (p *fcallPublisher) publish(ctx context.Context, course string, data []byte
 	return p.rdb.FCall(ctx, "coursestream_publish", []string{course}, "upload-progress", string(data)).Err()
 }
 
+// publishBatch sends several FCALLs in one round trip (a pipeline keeps
+// their order).
+func (p *fcallPublisher) publishBatch(ctx context.Context, courses []string, data [][]byte) error {
+	cmds, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, c := range courses {
+			pipe.FCall(ctx, "coursestream_publish", []string{c}, "upload-progress", string(data[i]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return c.Err()
+		}
+	}
+	return nil
+}
+
 func (p *fcallPublisher) close() { _ = p.rdb.Close() }
 
 // publishAll publishes c.Events events at c.Rate, round-robin over the
@@ -87,6 +107,10 @@ func publishAll(ctx context.Context, c config, p publisher) (int, error) {
 	interval := time.Duration(float64(time.Second) / c.Rate)
 	type job struct{ course string }
 	jobs := make([]chan job, c.Concurrency)
+	batcher, _ := p.(*fcallPublisher)
+	if c.Pipeline <= 1 {
+		batcher = nil
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -96,17 +120,39 @@ func publishAll(ctx context.Context, c config, p publisher) (int, error) {
 		wg.Add(1)
 		go func(in chan job) {
 			defer wg.Done()
-			for j := range in {
-				data := []byte(`{"t":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"pad":"` + pad + `"}`)
-				err := p.publish(ctx, j.course, data)
+			record := func(n int, err error) {
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
 				if err == nil {
-					published++
+					published += n
 				}
 				mu.Unlock()
+			}
+			mkdata := func() []byte {
+				return []byte(`{"t":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"pad":"` + pad + `"}`)
+			}
+			for j := range in {
+				if batcher == nil {
+					record(1, p.publish(ctx, j.course, mkdata()))
+					continue
+				}
+				// Take what is waiting, up to --pipeline, into one round trip.
+				courses, datas := []string{j.course}, [][]byte{mkdata()}
+			more:
+				for len(courses) < c.Pipeline {
+					select {
+					case j2, ok := <-in:
+						if !ok {
+							break more
+						}
+						courses, datas = append(courses, j2.course), append(datas, mkdata())
+					default:
+						break more
+					}
+				}
+				record(len(courses), batcher.publishBatch(ctx, courses, datas))
 			}
 		}(jobs[i])
 	}
