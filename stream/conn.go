@@ -52,6 +52,7 @@ type conn struct {
 	// Set by Hub.open, released by Hub.release.
 	unsubscribe func()
 	stopAfter   func() bool
+	unfollow    func() bool // stops following the request's context (a stream with an expiry)
 	timers      []*time.Timer
 	opened      time.Time
 	reason      string
@@ -219,6 +220,14 @@ func (c *conn) kill(cause error) {
 	c.stopLocked(cause)
 }
 
+// after runs f in d, unless the stream is released first. The timer may
+// fire at once (a token already expiring): c.timers is guarded by c.mu.
+func (c *conn) after(d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timers = append(c.timers, time.AfterFunc(d, f))
+}
+
 // end ends the stream on purpose (shutdown, age): the writer sends a final
 // frame with a jittered retry: and finishes the response. A client that
 // does not take the frame within drainTimeout is cut anyway.
@@ -230,7 +239,7 @@ func (c *conn) end(cause error) {
 	}
 	c.ending = cause
 	c.wakeLocked()
-	c.timers = append(c.timers, time.AfterFunc(drainTimeout, func() { c.kill(cause) }))
+	c.timers = append(c.timers, time.AfterFunc(drainTimeout, func() { c.kill(cause) })) // c.mu is held
 }
 
 // take returns the queued events and what else is due, and empties the

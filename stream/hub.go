@@ -236,6 +236,7 @@ var (
 	errSlow     = errors.New("client too slow: its buffer is full")
 	errFull     = errors.New("too many open streams: use polling")
 	errMaxAge   = errors.New("stream reached --max-stream-age: reconnect")
+	errExpired  = errors.New("the token expired: reconnect with a fresh one")
 )
 
 // ServeHTTP implements http.Handler for GET /v1/courses/{courseId}/events.
@@ -284,17 +285,17 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	_, hijackable := innermost(w).(http.Hijacker)
 	takeover := hijackable && r.ProtoAtLeast(1, 1) && r.TLS == nil // a TLS connection has no socket to write to
 
-	base, cancelDeadline := r.Context(), context.CancelFunc(func() {})
-	if takeover {
-		// The stream outlives its request: keep the request's values and
-		// deadline (a token's expiry), not its cancellation.
+	// A deadline on the request is its token's expiry: the stream ends
+	// cleanly then, with the final frame (see below), not cut by it.
+	expiry, expires := r.Context().Deadline()
+	base := r.Context()
+	if takeover || expires {
+		// A taken-over stream outlives its request: keep the request's
+		// values, not its cancellation.
 		base = context.WithoutCancel(base)
-		if dl, ok := r.Context().Deadline(); ok {
-			base, cancelDeadline = context.WithDeadline(base, dl)
-		}
 	}
 	ctx, cancel := context.WithCancelCause(base)
-	c := newConn(h, ctx, func(cause error) { cancel(cause); cancelDeadline() }, req)
+	c := newConn(h, ctx, cancel, req)
 	c.out = newViaHandler(c, w) // until taken over
 	if full, refused := h.register(c); refused != nil {
 		c.finished = true
@@ -315,9 +316,21 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	// However the context ends (client gone, token expired, stop), a write
 	// blocked on the client is interrupted.
 	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
+	if expires {
+		if !takeover {
+			// The request's context still tells when the client goes away.
+			rctx := r.Context()
+			c.unfollow = context.AfterFunc(rctx, func() {
+				if !errors.Is(rctx.Err(), context.DeadlineExceeded) {
+					cancel(context.Cause(rctx))
+				}
+			})
+		}
+		c.after(time.Until(expiry), func() { c.end(errExpired) })
+	}
 	if h.cfg.MaxStreamAge > 0 {
 		age := time.Duration(float64(h.cfg.MaxStreamAge) * (0.8 + 0.2*rand.Float64()))
-		c.timers = append(c.timers, time.AfterFunc(age, func() { c.end(errMaxAge) }))
+		c.after(age, func() { c.end(errMaxAge) })
 	}
 
 	// Subscribe first, then read where to start: an event is either in
@@ -372,6 +385,13 @@ func (h *Hub) release(c *conn) {
 	timers := c.timers
 	c.timers = nil
 	c.finished, c.stopped = true, true
+	// A stream whose final frame went out ended for the reason it was
+	// ended, even when the reader saw the connection close first.
+	cause := context.Cause(c.ctx)
+	if c.clean && c.ending != nil {
+		cause = c.ending
+	}
+	reason := closeReason(cause)
 	if c.windowTimer != nil {
 		c.windowTimer.Stop()
 	}
@@ -382,7 +402,9 @@ func (h *Hub) release(c *conn) {
 	if c.stopAfter != nil {
 		c.stopAfter()
 	}
-	reason := closeReason(c.ctx)
+	if c.unfollow != nil {
+		c.unfollow()
+	}
 	c.cancel(nil)
 	h.unregister(c)
 	h.cfg.Metrics.StreamClosed(reason)
@@ -392,9 +414,9 @@ func (h *Hub) release(c *conn) {
 	}
 }
 
-// closeReason names why a stream's context ended, for metrics.
-func closeReason(ctx context.Context) string {
-	cause := context.Cause(ctx)
+// closeReason names why a stream ended, for metrics, from the cause of
+// its context.
+func closeReason(cause error) string {
 	switch {
 	case errors.Is(cause, errSlow):
 		return "slow"
@@ -402,7 +424,7 @@ func closeReason(ctx context.Context) string {
 		return "shutdown"
 	case errors.Is(cause, errMaxAge):
 		return "age"
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(cause, errExpired), errors.Is(cause, context.DeadlineExceeded):
 		return "expired"
 	case cause == nil, errors.Is(cause, context.Canceled), errors.Is(cause, errClientGone):
 		return "client"

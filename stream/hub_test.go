@@ -492,10 +492,20 @@ func TestStreamEndsWithItsContextDeadline(t *testing.T) {
 	// What the auth middleware does for a token that expires.
 	e.srv.Config.Handler = deadline(e.srv.Config.Handler, 100*time.Millisecond)
 	c := e.open("/v1/courses/c1/events", nil)
+	var final frame
 	for {
-		if _, ok := c.next(); !ok {
+		f, ok := c.next()
+		if !ok {
 			break
 		}
+		final = f
+	}
+	// Ended cleanly, not cut: the drain frame, then the end of the response.
+	if final.retry == "" || final.hasID || final.event != DrainEvent {
+		t.Fatalf("final frame %+v, want the drain frame", final)
+	}
+	if c.err != io.EOF {
+		t.Fatalf("stream cut: %v", c.err)
 	}
 	if reason := <-m.closed; reason != "expired" {
 		t.Fatalf("closed for %q, want expired", reason)

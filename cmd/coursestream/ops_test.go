@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -105,10 +106,19 @@ func TestTokenExpiryEndsStream(t *testing.T) {
 	}
 	start := time.Now()
 	done := make(chan error, 1)
-	go func() { _, err := io.Copy(io.Discard, resp.Body); done <- err }()
+	var body bytes.Buffer
+	go func() { _, err := io.Copy(&body, resp.Body); done <- err }()
 	select {
-	case <-done:
+	case err := <-done:
 		t.Logf("stream ended %s after opening", time.Since(start))
+		// Ended cleanly (the end of the chunked response, not a cut) with
+		// the drain frame that tells the client when to come back.
+		if err != nil {
+			t.Fatalf("stream cut: %v", err)
+		}
+		if !strings.Contains(body.String(), "event: coursestream:drain\n") {
+			t.Fatalf("no drain frame in %q", body.String())
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("stream still open 10 s after its token expired")
 	}

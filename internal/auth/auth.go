@@ -182,8 +182,9 @@ func (a *Authorizer) Check(r *http.Request, course string, access Access) (time.
 // Middleware guards a /v1/courses/{courseId}/... route. A nil Authorizer
 // (open dev mode) lets everything through. The course id is validated first
 // (400), then the token (401, 403). A request whose token expires ends when
-// it does: its context gets the token's expiry as deadline, so an SSE
-// stream closes and the client reconnects with a fresh token.
+// it does: its context gets the token's expiry as deadline, which an SSE
+// stream takes as the time to end (with its final frame), after which the
+// client reconnects with a fresh token.
 func Middleware(a *Authorizer, access Access) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if a == nil {
