@@ -72,13 +72,31 @@ type config struct {
 	Pipeline    int
 }
 
+const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
+modes:
+  sse    (default) --clients SSE streams over --courses; publish --events at --rate; report lost, duplicates, latency
+  poll   --clients pollers with ETags every --poll-every; publish; report lost, duplicates, requests/s
+  soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
+  floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
+flags:
+`
+
 func run(ctx context.Context, args []string, out io.Writer) error {
 	mode := "sse"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		mode, args = args[0], args[1:]
 	}
+	switch mode {
+	case "sse", "poll", "soak", "floor":
+	default:
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak or floor", mode)}
+	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), modesUsage)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "coursestream base URL; several comma-separated for --reconnect")
 	fs.BoolVar(&c.Reconnect, "reconnect", false, "clients come back with Last-Event-ID when their stream ends (to the next --server)")
 	fs.IntVar(&c.Clients, "clients", 1000, "SSE clients (sse) or pollers (poll)")
@@ -129,8 +147,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep, err = runPoll(ctx, c)
 	case "soak":
 		rep, err = runSoak(ctx, c, out)
-	default:
-		return usageError{fmt.Errorf("unknown mode %q: want sse, poll or floor", mode)}
 	}
 	if rep != nil {
 		rep.print(out, c.JSON)
