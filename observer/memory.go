@@ -27,17 +27,17 @@ type MemoryConfig struct {
 // per course, from 1. It is safe for concurrent use.
 //
 // A course idle for the history TTL loses its history (lazily, when next
-// read or written, or in Run's sweep). Run also forgets such a course
-// entirely, sequence included, once nobody listens to it, so memory does
-// not grow with courses nobody uses any more; if it is published to again
-// its ids start over at 1, and a client resuming from an old id is ahead of
-// the course and gets a reset, never a silent gap.
+// read or written, or in Run's sweep). Run also forgets such a course once
+// nobody listens to it: all that is left of it is its last id (a map entry
+// of some 50 bytes, what Redis keeps as its seq key), so that its ids never
+// start over: published to again, it goes on from that id.
 type Memory struct {
 	cfg MemoryConfig
 	obs *Observer
 
 	mu      sync.Mutex
 	courses map[string]*memCourse
+	ended   map[string]uint64 // last id of each forgotten course
 }
 
 type memCourse struct {
@@ -72,21 +72,29 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NopMetrics{}
 	}
-	return &Memory{cfg: cfg, obs: NewObserver(cfg.Logger), courses: make(map[string]*memCourse)}
+	return &Memory{cfg: cfg, obs: NewObserver(cfg.Logger), courses: make(map[string]*memCourse), ended: make(map[string]uint64)}
 }
 
 // Observer returns the observer that fans events out to local listeners.
 func (m *Memory) Observer() *Observer { return m.obs }
 
-func (m *Memory) course(id string, create bool) *memCourse {
+// course returns the state of course id, created (from its last id, if it
+// was forgotten) when create is set. Without create, a course the broker
+// holds no state for is nil, with its last id (0 for a new course).
+func (m *Memory) course(id string, create bool) (*memCourse, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.courses[id]
-	if c == nil && create {
-		c = &memCourse{}
-		m.courses[id] = c
+	if c != nil {
+		return c, 0
 	}
-	return c
+	last := m.ended[id]
+	if create {
+		c = &memCourse{seq: last}
+		m.courses[id] = c
+		delete(m.ended, id)
+	}
+	return c, last
 }
 
 // Publish implements Broker.
@@ -118,7 +126,7 @@ func (m *Memory) Publish(_ context.Context, msg Message) (*Event, error) {
 // lockCourse returns the course, created if needed, locked and live.
 func (m *Memory) lockCourse(id string) *memCourse {
 	for {
-		c := m.course(id, true)
+		c, _ := m.course(id, true)
 		c.mu.Lock()
 		if !c.dead {
 			return c
@@ -146,9 +154,9 @@ func (m *Memory) expire(c *memCourse, now time.Time) {
 
 // History implements Broker.
 func (m *Memory) History(_ context.Context, courseID string, after uint64, limit int) (Page, error) {
-	c := m.course(courseID, false)
+	c, last := m.course(courseID, false)
 	if c == nil {
-		return Page{Reset: after > 0}, nil
+		return Page{LastID: last, Reset: after != last}, nil
 	}
 	if limit <= 0 || limit > MaxPage {
 		limit = MaxPage
@@ -176,9 +184,9 @@ func (m *Memory) History(_ context.Context, courseID string, after uint64, limit
 
 // LastID implements Broker.
 func (m *Memory) LastID(_ context.Context, courseID string) (uint64, error) {
-	c := m.course(courseID, false)
+	c, last := m.course(courseID, false)
 	if c == nil {
-		return 0, nil
+		return last, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -223,6 +231,9 @@ func (m *Memory) sweep() {
 			if m.obs.Listeners(id) == 0 {
 				c.dead = true
 				delete(m.courses, id)
+				if c.seq > 0 {
+					m.ended[id] = c.seq
+				}
 			}
 		}
 		c.mu.Unlock()
@@ -238,7 +249,7 @@ func (m *Memory) Courses() int {
 
 // Retained returns how many events of courseID are held in memory.
 func (m *Memory) Retained(courseID string) int {
-	c := m.course(courseID, false)
+	c, _ := m.course(courseID, false)
 	if c == nil {
 		return 0
 	}

@@ -179,12 +179,26 @@ func TestMemoryHistoryTTL(t *testing.T) {
 	if n := m.Courses(); n != 0 {
 		t.Fatalf("%d courses kept after the TTL with no listener", n)
 	}
-	// A client at id 5 of the old sequence is ahead: reset, not a silent gap.
-	if p, _ := m.History(ctx, "c", 5, 10); !p.Reset || p.LastID != 0 {
-		t.Fatalf("forgotten course, after=5: %+v", p)
+	// Forgotten, a course keeps its last id: a client at that id is up
+	// to date, one behind it is reset, and the ids go on (never from 1
+	// again: a client at id 1 would silently miss a new event 1).
+	if last, _ := m.LastID(ctx, "c"); last != 4 {
+		t.Fatalf("forgotten course: LastID %d, want 4", last)
 	}
-	if ev := publishN(t, m, "c", 1)[0]; ev.ID != 1 {
-		t.Fatalf("forgotten course restarted at %d, want 1", ev.ID)
+	if p, _ := m.History(ctx, "c", 4, 10); p.Reset || p.LastID != 4 || len(p.Events) != 0 {
+		t.Fatalf("forgotten course, after=4: %+v", p)
+	}
+	if p, _ := m.History(ctx, "c", 1, 10); !p.Reset || p.LastID != 4 {
+		t.Fatalf("forgotten course, after=1: %+v", p)
+	}
+	if ev := publishN(t, m, "c", 1)[0]; ev.ID != 5 {
+		t.Fatalf("forgotten course went on at %d, want 5", ev.ID)
+	}
+	if ev := publishN(t, m, "other", 1)[0]; ev.ID != 3 {
+		t.Fatalf("forgotten course went on at %d, want 3", ev.ID)
+	}
+	if p, _ := m.History(ctx, "new", 0, 10); p.Reset || p.LastID != 0 {
+		t.Fatalf("new course, after=0: %+v", p)
 	}
 }
 
@@ -204,9 +218,8 @@ func TestMemorySweepRacesPublish(t *testing.T) {
 	}()
 	for i := range 2000 {
 		ev := publishN(t, m, "c", 1)[0]
-		// The event is readable unless a sweep ran after it (then the
-		// whole course is gone, and LastID says 0, not a stale id).
-		if last, _ := m.LastID(ctx, "c"); last != ev.ID && last != 0 {
+		// Forgotten or not, the course's ids go on and its last id stays.
+		if last, _ := m.LastID(ctx, "c"); ev.ID != uint64(i+1) || last != ev.ID {
 			t.Fatalf("publish %d: id %d, LastID %d", i, ev.ID, last)
 		}
 		clock.Add(time.Millisecond)
