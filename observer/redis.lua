@@ -281,7 +281,9 @@ end
 
 -- publish validates, numbers, stores and announces one event and returns
 -- its id and envelope. Nothing is written before every check has passed.
-local function publish(keys, args)
+-- A backend's call (strict) must give data as JSON; the service's own call
+-- passes data Go has checked already, where none means null.
+local function publish(keys, args, strict)
   if #keys ~= 1 then
     return nil, fail('want 1 key, the course id: FCALL coursestream_publish 1 <courseId> <type> <data JSON> [<operationId>]')
   end
@@ -305,7 +307,12 @@ local function publish(keys, args)
   if oplen > MAX_OPERATION_ID then
     return nil, fail(string.format('invalid operation id: %d characters, at most %d', oplen, MAX_OPERATION_ID))
   end
-  if blank(data) then
+  if blank(data) and strict then
+    if args[2] == nil then
+      return nil, fail('missing data: want <type> <data JSON> [<operationId>] after the course id (null for none)')
+    end
+    return nil, fail('invalid data: not a JSON value (empty; send null for none)')
+  elseif blank(data) then
     data = 'null'
   else
     local ok, why = valid_json(data)
@@ -362,7 +369,7 @@ local function publish(keys, args)
 end
 
 redis.register_function('coursestream_publish', function(keys, args)
-  local seq, err = publish(keys, args)
+  local seq, err = publish(keys, args, true)
   if not seq then return err end
   return seq
 end)
@@ -370,7 +377,7 @@ end)
 -- The same path, answering the envelope too (the Go service's Publish
 -- returns the stored event). Backends use coursestream_publish.
 redis.register_function('coursestream_publish_event', function(keys, args)
-  local seq, env = publish(keys, args)
+  local seq, env = publish(keys, args, false)
   if not seq then return env end
   return { seq, env }
 end)

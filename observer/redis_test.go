@@ -215,6 +215,9 @@ func TestRedisFunctionErrorReplies(t *testing.T) {
 		{[]string{"c"}, []any{"t", `"` + strings.Repeat("x", 300) + `"`}, "ERR coursestream: event too large: the envelope is"},
 		{[]string{"c"}, []any{"reset", "{}"}, "ERR coursestream: invalid event type: \"reset\" is reserved"},
 		{[]string{"c"}, nil, "ERR coursestream: want <type> <data JSON> [<operationId>]"},
+		{[]string{"c"}, []any{"t"}, "ERR coursestream: missing data"},
+		{[]string{"c"}, []any{"t", ""}, "ERR coursestream: invalid data: not a JSON value"},
+		{[]string{"c"}, []any{"t", " \n "}, "ERR coursestream: invalid data: not a JSON value"},
 		{[]string{"c"}, []any{"t", "{}", "op", "extra"}, "ERR coursestream: want <type>"},
 		{[]string{"c", "d"}, []any{"t", "{}"}, "ERR coursestream: want 1 key"},
 	} {
