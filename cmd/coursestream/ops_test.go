@@ -128,7 +128,6 @@ func TestTokenSubcommandErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"token", "--course", "c1"},
-		{"token", "--jwt-key", "short", "--course", "c1"},
 		{"token", "--jwt-key", testKey},
 		{"token", "--jwt-key", testKey, "--course", "a/b"},
 	} {
@@ -350,5 +349,63 @@ func waitMetric(t *testing.T, s *server, line string) {
 			t.Fatalf("/metrics never showed %q", line)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestShortKeyWorksWithAWarning: the contract sets no minimum key size; a
+// short secret is accepted (tokens minted with it work) and warned about.
+func TestShortKeyWorksWithAWarning(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "--jwt-key", "secret")
+	if !strings.Contains(s.stderr.String(), "the --jwt-key is short") {
+		t.Fatalf("no warning about the short key:\n%s", s.stderr)
+	}
+	out, err := exec.Command(binary, "token", "--jwt-key", "secret", "--course", "c1").Output()
+	if err != nil {
+		t.Fatalf("token with a short key: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	if resp, _ := do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Authorization": "Bearer " + tok}, ""); resp.StatusCode != 200 {
+		t.Fatalf("poll with a short-key token: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Authorization": "Bearer " + mint(t, "--course", "c1")}, ""); resp.StatusCode != 401 {
+		t.Fatalf("poll with another key's token: %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestWrongMethodAndUnknownPath: 405 names the allowed methods, 404 and
+// 405 answer JSON errors, on every route.
+func TestWrongMethodAndUnknownPath(t *testing.T) {
+	t.Parallel()
+	s := startServer(t)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"POST", "/metrics", 405, "GET, HEAD"},
+		{"DELETE", "/metrics", 405, "GET, HEAD"},
+		{"PUT", "/v1/courses/c1/events", 405, "GET, POST"},
+		{"HEAD", "/v1/courses/c1/events", 405, "GET, POST"},
+		{"POST", "/v1/courses/c1/poll", 405, "GET, HEAD"},
+		{"POST", "/healthz", 405, "GET, HEAD"},
+		{"POST", "/readyz", 405, "GET, HEAD"},
+		{"GET", "/v1/courses/c1/nope", 404, ""},
+		{"GET", "/v2/anything", 404, ""},
+	} {
+		resp, body := do(t, tc.method, s.url(tc.path), nil, "")
+		if resp.StatusCode != tc.code || resp.Header.Get("Allow") != tc.allow ||
+			resp.Header.Get("Content-Type") != "application/json" || (tc.method != "HEAD" && !strings.HasPrefix(body, `{"error":`)) {
+			t.Errorf("%s %s: %d Allow %q %s %s; want %d Allow %q and a JSON error", tc.method, tc.path,
+				resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), body, tc.code, tc.allow)
+		}
+	}
+	if resp, body := do(t, "GET", s.url("/metrics"), nil, ""); resp.StatusCode != 200 || !strings.Contains(body, "coursestream_") {
+		t.Fatalf("GET /metrics: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/healthz", "/metrics", "/v1/courses/c1/poll", "/"} {
+		if resp, body := do(t, "HEAD", s.url(path), nil, ""); resp.StatusCode != 200 || body != "" {
+			t.Errorf("HEAD %s: %d %q, want 200 and no body", path, resp.StatusCode, body)
+		}
 	}
 }

@@ -48,6 +48,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return usageError{err}
 	}
 	log := newLogger(stderr, cfg)
+	if cfg.JWTKey != "" && len(cfg.JWTKey) < recommendedKeyBytes {
+		log.Warn("the --jwt-key is short: HS256 wants a secret of at least 32 random bytes, a shorter one can be guessed",
+			slog.Int("bytes", len(cfg.JWTKey)))
+	}
 	m := newMetrics()
 
 	b, mode, err := newBroker(cfg, log, m)
@@ -183,14 +187,28 @@ func routes(d routeDeps) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		httpjson.Error(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		// A 405 names the methods the path takes (RFC 9110 15.5.6).
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
+			if r.Match(chi.NewRouteContext(), m, req.URL.Path) {
+				allow = append(allow, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		httpjson.Error(w, http.StatusMethodNotAllowed, "method "+req.Method+" not allowed on "+req.URL.Path)
 	})
 
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	// HEAD is answered wherever GET is, but on the SSE stream (a stream
+	// has no head to give); net/http drops the bodies.
+	getHead := func(path string, h http.HandlerFunc) {
+		r.Get(path, h)
+		r.Head(path, h)
+	}
+	getHead("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	getHead("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			httpjson.Error(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
 			return
@@ -204,20 +222,19 @@ func routes(d routeDeps) http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 
-	r.Handle("/metrics", d.metrics.Handler())
+	getHead("/metrics", d.metrics.Handler().ServeHTTP)
 
 	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe), auth.Middleware(d.auth, auth.Publish)
 	r.With(subscribe).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
 	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
 	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
+	r.With(subscribe).Head("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 
 	files := web.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
 	}))
-	r.Get("/", files.ServeHTTP)
-	r.Get("/{file}", files.ServeHTTP)
-	r.Head("/", files.ServeHTTP)
-	r.Head("/{file}", files.ServeHTTP)
+	getHead("/", files.ServeHTTP)
+	getHead("/{file}", files.ServeHTTP)
 	return r
 }
 
