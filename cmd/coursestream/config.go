@@ -118,6 +118,11 @@ func (c *Config) validate() error {
 	if _, ok := hostPort(c.Addr); !ok {
 		return fmt.Errorf("--addr %q: want HOST:PORT, the port 0-65535", c.Addr)
 	}
+	for _, o := range splitList(c.CORSOrigins) {
+		if !validOrigin(o) {
+			return fmt.Errorf("--cors-origins: %q is not an origin: want scheme://host[:port] (a * in the host for subdomains), or * alone", o)
+		}
+	}
 	if c.DebugAddr != "" {
 		host, ok := hostPort(c.DebugAddr)
 		if !ok || !isLoopback(host) {
@@ -252,3 +257,13 @@ func hostPort(addr string) (host string, ok bool) {
 // recommendedKeyBytes is the HS256 secret size RFC 7518 (3.2) asks for: a
 // shorter --jwt-key is accepted, with a warning.
 const recommendedKeyBytes = 32
+
+// validOrigin accepts what a browser sends as Origin (scheme://host[:port]),
+// a * in the host (go-chi/cors matches subdomains with it), or * alone.
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	u, err := url.Parse(strings.Replace(o, "*", "x", 1))
+	return err == nil && u.Scheme != "" && u.Host != "" && u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
+}

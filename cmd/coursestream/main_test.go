@@ -79,6 +79,8 @@ func TestBadConfigurationExits2WithOneLine(t *testing.T) {
 		{[]string{"--addr", "nonsense"}, nil, "--addr"},
 		{[]string{"--addr", "127.0.0.1:99999"}, nil, "--addr"},
 		{[]string{"--debug-addr", "127.0.0.1:-1"}, nil, "--debug-addr"},
+		{[]string{"--cors-origins", "not a url"}, nil, "--cors-origins"},
+		{[]string{"--cors-origins", "https://app.example/path"}, nil, "--cors-origins"},
 		{[]string{"--addr", "0.0.0.0:8080"}, nil, "--jwt-key"},
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--redis-url", "http://x"}, nil, "--redis-url"},
@@ -269,5 +271,16 @@ func TestServePublishSubscribeAndShutdown(t *testing.T) {
 	t.Logf("stopped %s after SIGTERM", time.Since(start))
 	if !strings.Contains(s.stderr.String(), "msg=stopped") {
 		t.Fatalf("no clean stop logged:\n%s", s.stderr)
+	}
+}
+
+func TestValidOrigin(t *testing.T) {
+	for o, want := range map[string]bool{
+		"*": true, "https://app.example": true, "http://localhost:5173": true, "https://*.example.com": true,
+		"app.example": false, "https://app.example/": false, "not a url": false, "https://": false, "https://a.example?x=1": false,
+	} {
+		if got := validOrigin(o); got != want {
+			t.Errorf("validOrigin(%q) = %v, want %v", o, got, want)
+		}
 	}
 }
