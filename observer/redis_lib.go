@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -149,11 +150,16 @@ type FunctionCaller interface {
 }
 
 // PublishFCALL publishes m with FCALL coursestream_publish on c, exactly as
-// a backend does, and returns the id. m.Data is sent as written. Refusals
-// wrap the same Err* sentinels as Message.Normalize; a Redis without the
-// library answers an error saying so.
+// a backend does, and returns the id. m.Data is sent as written; none
+// (empty or blank) is sent as null, as Message.Normalize reads it, since
+// the function wants a JSON value. Refusals wrap the same Err* sentinels as
+// Message.Normalize; a Redis without the library answers an error saying so.
 func PublishFCALL(ctx context.Context, c FunctionCaller, m Message) (uint64, error) {
-	res, err := c.FCall(ctx, FunctionPublish, []string{m.CourseID}, fcallArgs(m, m.Data)...).Int64()
+	data := []byte(m.Data)
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("null")
+	}
+	res, err := c.FCall(ctx, FunctionPublish, []string{m.CourseID}, fcallArgs(m, data)...).Int64()
 	if isFunctionMissing(err) {
 		return 0, fmt.Errorf("%w: the %s function library is not loaded in this Redis: start coursestream with --redis-url first", ErrUnavailable, LibraryName)
 	}
