@@ -3,9 +3,13 @@
 # the tests start their own servers on free loopback ports.
 
 GO       ?= go
-FUZZTIME ?= 8s
-# Fuzz targets run briefly on every test run: package:target.
-FUZZ     := observer:FuzzParseEnvelope observer:FuzzNormalize poller:FuzzMatchNoneMatch poller:FuzzParse stream:FuzzParseRequest internal/auth:FuzzParse cmd/coursestream:FuzzEndpoints
+# Fuzz targets run briefly on every test run: package:target:inputs. The
+# budget is a count of inputs, not a duration: a -fuzztime duration races
+# Go's fuzzing coordinator on a loaded machine ("context deadline exceeded"
+# with no failing input). FUZZTIME overrides every count (e.g. 60s).
+FUZZ     := observer:FuzzParseEnvelope:100000 observer:FuzzNormalize:100000 poller:FuzzMatchNoneMatch:100000 \
+            poller:FuzzParse:100000 stream:FuzzParseRequest:100000 internal/auth:FuzzParse:60000 \
+            cmd/coursestream:FuzzEndpoints:15000
 
 .PHONY: test deps check unit fuzz run bench
 
@@ -24,9 +28,9 @@ unit:
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \
-	  pkg=$${t%%:*}; name=$${t##*:}; \
-	  echo "fuzz $$pkg $$name $(FUZZTIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	  pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; budget=$${FUZZTIME:-$${rest#*:}x}; \
+	  echo "fuzz $$pkg $$name $$budget"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $$budget ./$$pkg; \
 	done
 
 run:
