@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -592,17 +594,19 @@ func (r *Redis) raiseSequence(ctx context.Context, courseID string, high uint64)
 	return floor, nil
 }
 
+// courseList returns the courses this instance follows, to go through
+// without holding r.mu.
+func (r *Redis) courseList() []*rcourse {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Collect(maps.Values(r.courses))
+}
+
 // raiseSequences raises the sequence of every course with local listeners
 // that Redis lost (see raiseSequence). It runs before the library is loaded
 // again, so that no publish can reuse an id a client already has.
 func (r *Redis) raiseSequences(ctx context.Context) {
-	r.mu.Lock()
-	cs := make([]*rcourse, 0, len(r.courses))
-	for _, c := range r.courses {
-		cs = append(cs, c)
-	}
-	r.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range r.courseList() {
 		c.mu.Lock()
 		high := c.high
 		c.mu.Unlock()

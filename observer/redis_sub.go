@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -624,14 +626,8 @@ func (r *Redis) reconcile(ctx context.Context) {
 	}
 	var checks []check
 	r.mu.Lock()
-	courses := make([]*rcourse, 0, len(r.courses))
-	for _, c := range r.courses {
-		courses = append(courses, c)
-	}
-	probes := make([]*psub, 0, len(r.subs))
-	for _, p := range r.subs {
-		probes = append(probes, p)
-	}
+	courses := slices.Collect(maps.Values(r.courses))
+	probes := slices.Collect(maps.Values(r.subs))
 	r.mu.Unlock()
 	for _, c := range courses {
 		c.mu.Lock()
