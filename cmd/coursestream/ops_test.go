@@ -116,8 +116,13 @@ func TestTokenExpiryEndsStream(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stream cut: %v", err)
 		}
-		if !strings.Contains(body.String(), "event: coursestream:drain\n") {
-			t.Fatalf("no drain frame in %q", body.String())
+		if !strings.Contains(body.String(), ": the token expired") || !strings.Contains(body.String(), "event: coursestream:drain\n") {
+			t.Fatalf("no drain frame for the token's expiry in %q", body.String())
+		}
+		// exp is 3-4 s after minting, truncated to the second: the stream
+		// ended because of it, not at once.
+		if took := time.Since(start); took < 2*time.Second {
+			t.Fatalf("the stream ended %s after opening, before its token expired", took)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("stream still open 10 s after its token expired")
