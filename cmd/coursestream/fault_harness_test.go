@@ -60,13 +60,9 @@ func newFleetOf(t *testing.T, bin string, opt redistest.Options, instances int, 
 }
 
 // add starts one more instance.
-func (f *fleet) add(extra ...string) *server {
+func (f *fleet) add() *server {
 	f.t.Helper()
-	bin := f.bin
-	if bin == "" {
-		bin = binary
-	}
-	s := startBinary(f.t, bin, append(append([]string{"--redis-url", f.redis.URL()}, f.args...), extra...)...)
+	s := startBinary(f.t, f.bin, append([]string{"--redis-url", f.redis.URL()}, f.args...)...)
 	f.mu.Lock()
 	f.live = append(f.live, s)
 	f.mu.Unlock()
@@ -139,7 +135,6 @@ type entry struct {
 // history is what one client saw, checked against the invariant.
 type history struct {
 	mu      sync.Mutex
-	start   uint64
 	pos     uint64
 	entries []entry
 	resets  int

@@ -103,6 +103,20 @@ func (l *load) finish(name string, resetsAllowed bool) (sse, polls outcome) {
 	return sse, polls
 }
 
+// waitPublished waits until n more events are published from now on:
+// the load goes on after the fault, and the clients must follow.
+func (l *load) waitPublished(n int64) {
+	l.t.Helper()
+	from := l.pub.ok.Load()
+	deadline := time.Now().Add(20 * time.Second)
+	for l.pub.ok.Load() < from+n {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%d of %d events published after the fault (%d publishes failed)", l.pub.ok.Load()-from, n, l.pub.failed.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitDelivered waits until every watcher has seen at least n events (the
 // clients are connected and events flow).
 func (l *load) waitDelivered(n uint64) {
@@ -142,7 +156,7 @@ func TestFaultRedisRestartWithAOF(t *testing.T) {
 	time.Sleep(3 * time.Second) // Redis is down for 3 s
 	f.redis.Restart()
 	waitReady(t, f)
-	time.Sleep(time.Second) // publishing goes on after the restart
+	l.waitPublished(50)
 	o, _ := l.finish("2a Redis stopped 3 s, restarted with AOF", false)
 	if o.reset != 0 {
 		t.Errorf("with AOF nothing was lost, yet clients got %d resets", o.reset)
@@ -157,7 +171,7 @@ func TestFaultRedisRestartWithoutPersistence(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	f.redis.Restart()
 	waitReady(t, f)
-	time.Sleep(time.Second)
+	l.waitPublished(50)
 	l.finish("2b Redis stopped 3 s, restarted without persistence", true)
 	// The sequences started again: every client must have been told.
 	for i, w := range l.watchers {
@@ -203,7 +217,7 @@ func TestFaultInstanceKilled(t *testing.T) {
 	victim := f.live[0]
 	f.drop(victim)
 	victim.kill() // mid-stream: its clients reconnect to the other one
-	time.Sleep(3 * time.Second)
+	l.waitPublished(100)
 	l.finish("3 one of two instances SIGKILLed", false)
 }
 
@@ -505,7 +519,7 @@ func TestFaultGarbageAndHostileInput(t *testing.T) {
 	if n := f.seq(victim); n != 0 {
 		t.Errorf("refused requests stored events: the sequence is at %d", n)
 	}
-	time.Sleep(time.Second)
+	l.waitPublished(50) // the courses go on after the garbage
 	l.finish("7 garbage on channels, malformed FCALL, hostile HTTP", false)
 	var malformed float64
 	for _, s := range f.live {
