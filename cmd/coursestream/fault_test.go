@@ -315,7 +315,15 @@ func TestFaultSlowAndStalledClients(t *testing.T) {
 	for _, w := range slow {
 		w.slow.Store(int64(time.Millisecond))
 	}
-	time.Sleep(5 * time.Second)
+	// Hold on until the stalled clients have been cut for being slow: how
+	// long that takes depends on how much the kernel's socket buffers take
+	// first (they grow up to a few MiB) and on the publish rate.
+	slowClosed := `coursestream_streams_closed_total{reason="slow"}`
+	for deadline := time.Now().Add(40 * time.Second); metric(t, f.live[0], slowClosed) < float64(len(stalled)); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 40 s, %v streams closed for being slow, want the %d stalled ones", metric(t, f.live[0], slowClosed), len(stalled))
+		}
+	}
 	// The fast clients kept up meanwhile: within a second of now they are
 	// at the course's position of now.
 	target := f.seq(l.courses[0])
@@ -335,7 +343,7 @@ func TestFaultSlowAndStalledClients(t *testing.T) {
 		w.slow.Store(0)
 	}
 	l.finish("5 stalled and slow clients among fast ones", true)
-	if n := metric(t, f.live[0], `coursestream_streams_closed_total{reason="slow"}`); n == 0 {
+	if n := metric(t, f.live[0], slowClosed); n == 0 {
 		t.Error("no stream was closed for being slow: the fault did not happen")
 	}
 }
