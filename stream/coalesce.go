@@ -10,8 +10,8 @@ import (
 // coalescer is the debounced mode (?coalesce=): within each window at most
 // one event per (type, subject) is sent, the latest, where subject is
 // data.chapterId, data.videoId or else nothing (the type alone). What it
-// sends keeps id order. A zero window disables it. It is used by the
-// feeder goroutine only.
+// sends keeps id order. A zero window disables it. It is used by whoever
+// writes the stream (a hub worker, or the request goroutine), one at a time.
 type coalescer struct {
 	window  time.Duration
 	pending map[coalesceKey]*observer.Event

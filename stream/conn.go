@@ -55,7 +55,6 @@ type conn struct {
 	unfollow    func() bool // stops following the request's context (a stream with an expiry)
 	timers      []*time.Timer
 	opened      time.Time
-	reason      string
 }
 
 func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request) *conn {
@@ -316,8 +315,10 @@ func (c *conn) startWindow() {
 	if _, ok := c.out.(*direct); ok {
 		t := time.AfterFunc(c.co.window, func() {
 			c.mu.Lock()
-			c.windowDue = true
-			c.wakeLocked()
+			if !c.stopped { // a stopped stream has nothing left to send
+				c.windowDue = true
+				c.wakeLocked()
+			}
 			c.mu.Unlock()
 		})
 		c.mu.Lock()

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -43,7 +44,12 @@ type direct struct {
 	closed    bool
 }
 
-var errClientGone = errors.New("the client went away")
+var (
+	errClientGone = errors.New("the client went away")
+	// errHijacked: taking the connection over failed after net/http gave it
+	// up; it is closed, and no response can be written any more.
+	errHijacked = errors.New("stream: the hijacked connection cannot be written directly")
+)
 
 // takeOver hijacks the connection of w and writes the response headers
 // (into the replay buffer).
@@ -60,12 +66,12 @@ func takeOver(c *conn, w http.ResponseWriter) (*direct, error) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		nc.Close()
-		return nil, http.ErrNotSupported
+		return nil, fmt.Errorf("%w: %T has no file descriptor", errHijacked, nc)
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errHijacked, err)
 	}
 	_ = brw // what the client sent after its request is ignored: it has nothing to say
 	_ = nc.SetDeadline(time.Time{})

@@ -265,8 +265,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) serveDirect(c *conn, st start) {
 	d := c.out.(*direct)
 	handoff := make(chan struct{})
-	h.wg.Add(1)
-	go d.readLoop(handoff)
+	go d.readLoop(handoff) // h.wg.Add was done by open, with the stopped check
+
 	c.begin(st)
 	close(handoff)
 }
@@ -346,6 +346,11 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 			c.mu.Lock()
 			c.out = d
 			stopped := c.stopped
+			if !stopped {
+				// Counted under c.mu with the check: Close either stopped
+				// the stream before (then no reader starts) or waits for it.
+				h.wg.Add(1)
+			}
 			c.mu.Unlock()
 			if stopped {
 				// Stopped while opening (its token expired, the hub closed):
@@ -358,7 +363,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	}
 	if err != nil {
 		h.release(c)
-		h.unavailable(w, r, err)
+		if !errors.Is(err, errHijacked) { // a hijacked connection is closed already: nothing to answer on
+			h.unavailable(w, r, err)
+		}
 		return nil, start{}
 	}
 	if h.log.Enabled(ctx, slog.LevelDebug) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,26 +44,20 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 func TestCloseDoesNotHangOnAStalledDrain(t *testing.T) {
 	e := newEnv(t, Config{ClientBuffer: 64 << 20}, observer.MemoryConfig{MaxEventBytes: 1 << 20, History: 100})
 	dialStalled(t, e, "/v1/courses/c1/events")
-	big := `"` + stringOf('x', 512<<10) + `"`
+	big := `"` + strings.Repeat("x", 512<<10) + `"`
 	for range 48 { // 24 MiB: far more than the socket buffers, so most waits in pending
 		e.publish("c1", "upload-progress", big)
 	}
 	e.hub.Drain()
 	done := make(chan struct{})
 	go func() { e.hub.Close(); close(done) }()
+	// Close cuts the stalled drain itself: it does not wait for the drain
+	// timeout (nor for the write deadlines that would end it too).
 	select {
 	case <-done:
-	case <-time.After(drainTimeout + 5*time.Second):
-		t.Fatalf("Close still blocked %s after Drain, %d streams open", drainTimeout+5*time.Second, e.hub.Connections())
+	case <-time.After(drainTimeout):
+		t.Fatalf("Close still blocked %s after Drain, %d streams open", drainTimeout, e.hub.Connections())
 	}
-}
-
-func stringOf(c byte, n int) string {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = c
-	}
-	return string(b)
 }
 
 // slowStart delays LastID: the stream is still opening when its context
@@ -92,15 +87,24 @@ func TestExpiredWhileOpening(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get(srv.URL + "/v1/courses/c1/events")
 	if err != nil {
-		return // cut before the headers: ended, as it should
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	ended := make(chan struct{})
-	go func() { _, _ = io.Copy(io.Discard, resp.Body); close(ended) }()
+	// Ended on purpose, with its final frame and a clean end, well before
+	// the drain timeout would cut it.
+	type result struct {
+		body []byte
+		err  error
+	}
+	ended := make(chan result, 1)
+	go func() { b, err := io.ReadAll(resp.Body); ended <- result{b, err} }()
 	select {
-	case <-ended:
-	case <-time.After(2 * time.Second):
-		t.Fatalf("the token expired at 30ms, the stream is still open after 2s (%d streams)", h.Connections())
+	case r := <-ended:
+		if r.err != nil || !strings.Contains(string(r.body), "event: "+DrainEvent+"\n") {
+			t.Fatalf("stream ended with %v, body %q: want the drain frame and a clean end", r.err, r.body)
+		}
+	case <-time.After(drainTimeout / 2):
+		t.Fatalf("the token expired at 30ms, the stream is still open after %s (%d streams)", drainTimeout/2, h.Connections())
 	}
 }
 
