@@ -275,7 +275,8 @@ func TestFaultRollingRestart(t *testing.T) {
 			t.Errorf("round %d: %d of %d drained clients came back", round, len(came), drained)
 		}
 		if took > 5*time.Second {
-			t.Errorf("round %d: the old instance took %s to exit after SIGTERM", round, took)
+			log := old.stderr.String()
+			t.Errorf("round %d: the old instance took %s to exit after SIGTERM; its log ends:\n%s", round, took, log[max(0, len(log)-2000):])
 		}
 		// Spread evenly, 100 clients over 2 s is 12.5 per 250 ms; all at
 		// once would be 100. Allow clumping, not a storm.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -315,6 +316,15 @@ func TestShutdownWithStreamsAndLongPolls(t *testing.T) {
 	}()
 	// The long-poll is waiting once the long-poll gauge says so.
 	waitMetric(t, s, `coursestream_connections{transport="longpoll"} 1`)
+	// A socket that never sends a request (a browser's preconnect): net/http's
+	// Shutdown would wait 5 s for it; the server closes it.
+	pre, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+	preClosed := make(chan error, 1)
+	go func() { _, err := pre.Read(make([]byte, 1)); preClosed <- err }()
 
 	start := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -329,6 +339,9 @@ func TestShutdownWithStreamsAndLongPolls(t *testing.T) {
 	if code := <-longPoll; code != 200 {
 		t.Errorf("long-poll answered %d, want 200", code)
 	}
+	if err := <-preClosed; err != io.EOF {
+		t.Errorf("the preconnected socket read %v, want EOF", err)
+	}
 	select {
 	case err := <-s.done:
 		if err != nil {
@@ -338,7 +351,15 @@ func TestShutdownWithStreamsAndLongPolls(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10 s after SIGTERM")
 	}
-	t.Logf("exited %s after SIGTERM", time.Since(start))
+	took := time.Since(start)
+	t.Logf("exited %s after SIGTERM", took)
+	if !strings.Contains(s.stderr.String(), `msg="closed connections that sent no request" connections=1`) {
+		t.Errorf("the server did not close the preconnected socket itself:\n%s", s.stderr)
+	}
+	// net/http alone holds a socket that sent nothing for 5 s.
+	if took >= 5*time.Second {
+		t.Errorf("exit took %s: the preconnected socket held the shutdown", took)
+	}
 }
 
 // waitMetric polls /metrics until a line appears (no event says so).

@@ -78,11 +78,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	var unused unusedConns
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         unused.track,
 	}
 	srv.RegisterOnShutdown(hub.Drain) // Shutdown does not end streams by itself
 	srv.RegisterOnShutdown(poll.Drain)
@@ -120,11 +122,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	// Not ready first (load balancers stop sending), then end streams and
 	// long-polls, then wait for the rest within the grace period.
 	ready.Store(false)
+	stopping := time.Now()
 	hub.Drain()
 	poll.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	// Shutdown closes the listener first: no connection is new after it.
+	closeUnused := time.AfterFunc(unusedGrace, func() {
+		if n := unused.closeAll(); n > 0 {
+			log.Info("closed connections that sent no request", slog.Int("connections", n))
+		}
+	})
+	err = srv.Shutdown(sctx)
+	closeUnused.Stop()
+	if err != nil {
 		log.Warn("shutdown grace ran out; closing connections", slog.Any("err", err))
 		_ = srv.Close()
 	}
@@ -140,7 +151,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		_ = c.Close()
 	}
 	if runErr == nil {
-		log.Info("stopped")
+		log.Info("stopped", slog.Duration("took", time.Since(stopping)))
 	}
 	return runErr
 }
