@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -79,7 +80,8 @@ type sseClient struct {
 	t    testing.TB
 	resp *http.Response
 	r    *bufio.Reader
-	err  error // what ended the stream
+	err  error    // what ended the stream
+	nc   net.Conn // the socket, for a client dialled by hand (dialStalled)
 }
 
 func (e *env) open(path string, header map[string]string) *sseClient {

@@ -80,6 +80,7 @@ type Hub struct {
 	conns    map[*conn]struct{}
 	fanout   map[string]*atomic.Int32 // streams open per course
 	draining bool
+	empty    chan struct{} // closed when the last stream ends (Wait's signal); nil when nobody waits
 
 	active atomic.Int64
 }
@@ -153,14 +154,19 @@ func (h *Hub) Run(ctx context.Context) error {
 // Wait waits until no stream is open (after Drain, they end by themselves
 // within drainTimeout) or ctx ends.
 func (h *Hub) Wait(ctx context.Context) {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for h.Connections() > 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	h.mu.Lock()
+	if len(h.conns) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	if h.empty == nil {
+		h.empty = make(chan struct{})
+	}
+	empty := h.empty
+	h.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-empty:
 	}
 }
 
@@ -227,6 +233,10 @@ func (h *Hub) unregister(c *conn) {
 			delete(h.fanout, c.req.course)
 		}
 		h.active.Add(-1)
+		if len(h.conns) == 0 && h.empty != nil {
+			close(h.empty)
+			h.empty = nil
+		}
 	}
 	h.mu.Unlock()
 }

@@ -333,7 +333,7 @@ func dialStalled(t *testing.T, e *env, path string) *sseClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &sseClient{t: t, resp: resp, r: bufio.NewReaderSize(resp.Body, 512)}
+	c := &sseClient{t: t, resp: resp, r: bufio.NewReaderSize(resp.Body, 512), nc: conn}
 	if f, ok := c.next(); !ok || f.retry == "" {
 		t.Fatalf("first frame %+v", f)
 	}

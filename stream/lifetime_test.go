@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"coursestream/observer"
 )
 
@@ -149,5 +151,119 @@ func TestRunqDoesNotGrowUnderBacklog(t *testing.T) {
 	}
 	if n := len(q.items); n > 1000 {
 		t.Fatalf("%d slots for 1 waiting connection", n)
+	}
+}
+
+// gatedStart holds the first LastID until release is closed: the stream is
+// still opening (subscribed, not yet taken over).
+type gatedStart struct {
+	observer.Broker
+	entered, release chan struct{}
+}
+
+func (b gatedStart) LastID(ctx context.Context, course string) (uint64, error) {
+	close(b.entered)
+	<-b.release
+	return b.Broker.LastID(ctx, course)
+}
+
+// TestClosedWhileOpening: Hub.Close while a stream is between subscribing
+// and being taken over. The stream finds itself stopped once it holds the
+// socket: it closes it without a response, and leaves nothing behind (no
+// connection, no listener; no goroutine: TestMain).
+func TestClosedWhileOpening(t *testing.T) {
+	mem := observer.NewMemory(observer.MemoryConfig{Logger: quiet()})
+	b := gatedStart{mem, make(chan struct{}), make(chan struct{})}
+	h := New(b, Config{Logger: quiet()})
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/courses/{courseId}/events", h)
+	srv := httptest.NewServer(mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = h.Run(ctx) }()
+	defer func() { srv.Close(); cancel(); <-ran }()
+
+	type result struct {
+		status int
+		err    error
+	}
+	got := make(chan result, 1)
+	go func() {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get(srv.URL + "/v1/courses/c1/events")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		resp.Body.Close()
+		got <- result{status: resp.StatusCode}
+	}()
+	<-b.entered
+	if n := h.Connections(); n != 1 {
+		t.Fatalf("%d streams registered while opening, want 1", n)
+	}
+	h.Close()
+	close(b.release)
+	select {
+	case r := <-got:
+		if r.err == nil {
+			t.Fatalf("the stream closed while opening answered %d, want its connection closed with no response", r.status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request of a stream closed while opening is still waiting after 5s")
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	h.Wait(wctx)
+	if n := h.Connections(); n != 0 {
+		t.Fatalf("%d streams left after Close", n)
+	}
+	if n := mem.Observer().Total(); n != 0 {
+		t.Fatalf("%d listeners left after Close", n)
+	}
+}
+
+// TestClientLeavesWithBytesPending: a client that stopped reading, with
+// megabytes waiting for it, closes its socket: the stream ends (Wait sees
+// it), and its reader and flusher goroutines with it.
+func TestClientLeavesWithBytesPending(t *testing.T) {
+	e := newEnv(t, Config{ClientBuffer: 64 << 20}, observer.MemoryConfig{MaxEventBytes: 1 << 20, History: 100})
+	before := goleak.IgnoreCurrent()
+	workers := goleak.IgnoreTopFunction("coursestream/stream.(*runq).work")
+	c := dialStalled(t, e, "/v1/courses/c1/events")
+	big := `"` + strings.Repeat("x", 512<<10) + `"`
+	for range 16 { // 8 MiB: more than the socket buffers hold
+		e.publish("c1", "upload-progress", big)
+	}
+	c.nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.hub.Wait(ctx)
+	if ctx.Err() != nil {
+		t.Fatalf("the client left 5s ago, %d streams still open", e.hub.Connections())
+	}
+	if n := e.broker.Observer().Total(); n != 0 {
+		t.Fatalf("%d listeners left", n)
+	}
+	goleak.VerifyNone(t, before, workers)
+}
+
+// TestWaitEndsWithItsContext: Wait returns when its context ends, even
+// with streams open, and at once when none is.
+func TestWaitEndsWithItsContext(t *testing.T) {
+	e := newEnv(t, Config{}, observer.MemoryConfig{})
+	idle := make(chan struct{})
+	go func() { e.hub.Wait(context.Background()); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait with no stream open did not return")
+	}
+	e.open("/v1/courses/c1/events", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	e.hub.Wait(ctx)
+	if ctx.Err() == nil || e.hub.Connections() != 1 {
+		t.Fatalf("Wait returned with ctx %v and %d streams, want the deadline and 1 stream", ctx.Err(), e.hub.Connections())
 	}
 }
