@@ -2,10 +2,9 @@
 // and SSE again later. Nothing is lost or repeated across the switches.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import {
   launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT, LIMITED, BASE,
+  unexpectedProblems, front, TEST_TIMEOUT, LIMITED,
 } from './lib.mjs'
 
 // What Chromium itself logs for an EventSource answered 503: expected in
@@ -141,28 +140,18 @@ test('sse only: a refused stream is retried with backoff, never turned into poll
  * nginx does with proxy_buffering on): the stream opens, no event gets
  * through. Everything else passes.
  */
-async function bufferingProxy() {
-  const upstream = new URL(BASE)
-  const server = http.createServer((req, res) => {
-    const up = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
-      res.writeHead(ur.statusCode, ur.headers)
-      if (req.url.includes('/events') && ur.statusCode === 200) {
-        res.flushHeaders()
-        ur.resume() // read and hold nothing back upstream, forward nothing
-        ur.on('end', () => res.end())
+function bufferingProxy() {
+  return front({
+    relay: (req, res, answer) => {
+      res.flushHeaders()
+      if (req.url.includes('/events') && answer.statusCode === 200) {
+        answer.resume() // read and hold nothing back upstream, forward nothing
+        answer.on('end', () => res.end())
       } else {
-        ur.pipe(res)
+        answer.pipe(res)
       }
-    })
-    up.on('error', () => res.destroy())
-    res.on('close', () => up.destroy())
-    req.pipe(up)
+    },
   })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }),
-  }
 }
 
 test('auto falls back when an open stream brings nothing that a poll sees (a buffering proxy)', { timeout: TEST_TIMEOUT }, async () => {

@@ -11,6 +11,7 @@ import { chromium } from 'playwright-core'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
+import http from 'node:http'
 
 export const BASE = process.env.CS_BASE_URL ?? ''
 export const LIMITED = process.env.CS_LIMITED_URL ?? ''
@@ -181,4 +182,30 @@ export async function settle(page, name, course, opts = {}) {
   const id = await publish(course, 'chapter-update-complete', { sentinel: true }, opts)
   await page.waitForFunction(([n, want]) => window.C[n].rec.events.some((e) => e.id === want), [name, id])
   return id
+}
+
+/**
+ * A front on 127.0.0.1 that forwards every request to the server at BASE,
+ * as a load balancer or a proxy does. intercept(req, res) may answer a
+ * request itself (it returns true then); relay(req, res, answer) passes the
+ * server's answer on, after its status and headers (default: headers sent
+ * at once, body piped).
+ */
+export async function front({ intercept = () => false, relay = (req, res, answer) => { res.flushHeaders(); answer.pipe(res) } } = {}) {
+  const upstream = new URL(BASE)
+  const server = http.createServer((req, res) => {
+    if (intercept(req, res)) return
+    const up = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers)
+      relay(req, res, answer)
+    })
+    up.on('error', () => res.destroy())
+    res.on('close', () => up.destroy())
+    req.pipe(up)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }),
+  }
 }

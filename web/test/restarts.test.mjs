@@ -6,10 +6,9 @@
 // or repeated.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import {
   launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT, AGED, BASE,
+  unexpectedProblems, front, TEST_TIMEOUT, AGED,
 } from './lib.mjs'
 
 // The AGED server's --retry and --drain-jitter: a drain frame's retryMs is in [RETRY, RETRY + JITTER).
@@ -96,50 +95,36 @@ test('auto: streams ended by the server are reconnected after its retryMs, on SS
  * request came (Date.now()) and what it got.
  */
 async function drainingFront(refusals) {
-  const upstream = new URL(BASE)
   const arrivals = []
-  const server = http.createServer((req, res) => {
-    if (req.url.includes('/events')) {
+  const f = await front({
+    intercept: (req, res) => {
+      if (!req.url.includes('/events')) return false
       const refused = arrivals.filter((a) => a.status === 503).length < refusals
       arrivals.push({ at: Date.now(), status: refused ? 503 : 200, accept: req.headers.accept })
-      if (refused) {
-        res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' })
-        res.end('{"error":"the server is shutting down: reconnect"}\n')
-        return
-      }
-    }
-    const up = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
-      res.writeHead(ur.statusCode, ur.headers)
-      res.flushHeaders()
-      ur.pipe(res)
-    })
-    up.on('error', () => res.destroy())
-    res.on('close', () => up.destroy())
-    req.pipe(up)
+      if (!refused) return false
+      res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' })
+      res.end('{"error":"the server is shutting down: reconnect"}\n')
+      return true
+    },
   })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    arrivals,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve) }),
-  }
+  return { ...f, arrivals }
 }
 
 test('auto: a 503 without fallback (a draining instance) is retried on SSE after Retry-After, never polled or remembered', { timeout: TEST_TIMEOUT }, async () => {
   // Two refused EventSources, each followed by the fetch that asks why.
-  const front = await drainingFront(4)
+  const draining = await drainingFront(4)
   try {
-    const { page, problems, context, requests } = await openPage(browser, { base: front.url })
+    const { page, problems, context, requests } = await openPage(browser, { base: draining.url })
     const course = courseID('draining-503')
     await page.evaluate((c) => window.start('a', { courseId: c }), course)
     await waitStatus(page, 'a', 'open', 'sse')
-    assert.deepEqual(front.arrivals.map((a) => a.status), [503, 503, 503, 503, 200])
+    assert.deepEqual(draining.arrivals.map((a) => a.status), [503, 503, 503, 503, 200])
     const types = requests.filter((r) => r.path.endsWith('/events')).map((r) => r.type)
     assert.deepEqual(types, ['eventsource', 'fetch', 'eventsource', 'fetch', 'eventsource'])
     // Retry-After: 1 was honoured: the next EventSource came at least 1 s
     // after the answer that gave it.
     for (const i of [1, 3]) {
-      const gap = front.arrivals[i + 1].at - front.arrivals[i].at
+      const gap = draining.arrivals[i + 1].at - draining.arrivals[i].at
       assert.ok(gap >= 950, `EventSource ${i + 1} came ${gap}ms after the 503 with Retry-After: 1`)
     }
     const statuses = await page.evaluate(() => window.C.a.rec.statuses)
@@ -158,6 +143,6 @@ test('auto: a 503 without fallback (a draining instance) is retried on SSE after
     await context.close()
     assert.deepEqual(unexpectedProblems(problems, [/status of 503/]), [])
   } finally {
-    await front.close()
+    await draining.close()
   }
 })
