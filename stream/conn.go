@@ -66,8 +66,11 @@ func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req re
 
 // sink is where a connection's bytes go.
 type sink interface {
-	// frame writes one frame that is not an event's (reset, heartbeat...).
+	// frame writes one frame that is not an event's (reset, final...).
 	frame(p []byte) bool
+	// fixed writes a frame that every stream sends (retry:, heartbeat),
+	// framed once.
+	fixed(f *fixedFrame) bool
 	// event writes an event's frame, encoded once for every subscriber.
 	event(ev *observer.Event) bool
 	// flush pushes out what is buffered.
@@ -255,7 +258,7 @@ func (c *conn) take() (batch []*observer.Event, beat bool, ending error) {
 // begin writes the retry: frame, then the reset or the replay, and
 // switches the connection to live events. The sink has sent the headers.
 func (c *conn) begin(st start) bool {
-	if !c.out.frame(c.h.retry) || !c.out.flush() {
+	if !c.out.fixed(c.h.retry) || !c.out.flush() {
 		return false
 	}
 	c.pos = st.pos
@@ -299,7 +302,7 @@ func (c *conn) deliver() bool {
 		}
 		c.queued.Add(-size)
 	}
-	if beat && !c.out.frame(heartbeatFrame) {
+	if beat && !c.out.fixed(heartbeat) {
 		return false
 	}
 	if ending != nil {
@@ -497,4 +500,10 @@ func (c *conn) finalFrame(cause error) {
 // course event types.
 const DrainEvent = "coursestream:drain"
 
-var heartbeatFrame = []byte(": hb\n\n")
+// fixedFrame is a frame that is the same for every stream, also framed as
+// an HTTP/1.1 chunk, once, for the streams written to their sockets.
+type fixedFrame struct{ frame, chunk []byte }
+
+func newFixedFrame(frame []byte) *fixedFrame { return &fixedFrame{frame: frame, chunk: chunk(frame)} }
+
+var heartbeat = newFixedFrame([]byte(": hb\n\n"))

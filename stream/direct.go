@@ -103,22 +103,16 @@ func chunk(p []byte) []byte {
 	return append(b, "\r\n"...)
 }
 
-var (
-	heartbeatChunk = chunk(heartbeatFrame)
-	lastChunk      = []byte("0\r\n\r\n")
-)
+var lastChunk = []byte("0\r\n\r\n")
 
 // isLive: live changes once, under c.mu, from the request goroutine that
 // replays; the workers that write afterwards got the connection under
 // c.mu, after the change.
 func (d *direct) isLive() bool { return d.live }
 
-func (d *direct) frame(p []byte) bool {
-	if len(p) > 0 && &p[0] == &heartbeatFrame[0] {
-		return d.write(heartbeatChunk)
-	}
-	return d.write(chunk(p))
-}
+func (d *direct) frame(p []byte) bool { return d.write(chunk(p)) }
+
+func (d *direct) fixed(f *fixedFrame) bool { return d.write(f.chunk) }
 
 func (d *direct) event(ev *observer.Event) bool { return d.write(ev.Chunk) }
 

@@ -61,6 +61,8 @@ func (v *viaHandler) serve(st start) {
 
 func (v *viaHandler) frame(p []byte) bool { return v.write(p) }
 
+func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.frame) }
+
 func (v *viaHandler) event(ev *observer.Event) bool { return v.write(ev.Frame) }
 
 func (v *viaHandler) write(p []byte) bool {

@@ -72,7 +72,7 @@ type Hub struct {
 	cfg    Config
 	broker observer.Broker
 	log    *slog.Logger
-	retry  []byte // the first frame of every stream
+	retry  *fixedFrame // the first frame of every stream
 	runq   *runq
 	wg     sync.WaitGroup // direct streams' reader and flusher goroutines
 
@@ -116,7 +116,7 @@ func New(b observer.Broker, cfg Config) *Hub {
 	}
 	return &Hub{
 		cfg: cfg, broker: b, log: cfg.Logger, runq: newRunq(runtime.GOMAXPROCS(0)),
-		retry: fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds()),
+		retry: newFixedFrame(fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds())),
 		conns: make(map[*conn]struct{}), fanout: make(map[string]*atomic.Int32),
 	}
 }
