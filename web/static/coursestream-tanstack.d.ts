@@ -9,7 +9,8 @@ export interface CourseKeys {
   /** Default ['videos', 'list', courseId]. */
   videosList(courseId: string): QueryKey
   /** Default ['uploads', 'progress', courseId, videoId]. */
-  uploadProgress(courseId: string, videoId: string): QueryKey
+  /** videoId is undefined for an upload-progress event whose data names no video. */
+  uploadProgress(courseId: string, videoId?: string): QueryKey
 }
 
 /** The keys an event invalidates. */
@@ -26,12 +27,14 @@ export interface BindOptions {
   keys?: Partial<CourseKeys>
   /** Per event type: the keys it invalidates (merged over the defaults; null turns one off). */
   invalidate?: Record<string, InvalidationRule | null>
-  /** upload-progress: what to set; default: the progress key of data.videoId gets data. null: ignore progress. */
+  /** upload-progress: what to set; default: the progress key of data.videoId (of the course without one) gets data. null: ignore progress. */
   progress?: ((event: CourseEvent<any>, keys: CourseKeys) => ProgressUpdate | null | undefined) | null
   /** reset: the keys to invalidate; default both lists. */
   resetKeys?: (courseId: string, keys: CourseKeys) => QueryKey[]
-  /** Collect work for this many ms instead of until the next animation frame. */
+  /** Collect work until no event came for this many ms; default 100. */
   batchMs?: number
+  /** ...and for at most this many ms after a batch's first event; default 1000. */
+  maxBatchMs?: number
   /** Gets what queryClient threw; default reportError. */
   onError?: (error: unknown) => void
 }
@@ -48,13 +51,13 @@ export interface Subscribable {
 
 /**
  * Maps the connection's events to invalidations and progress updates,
- * batched per animation frame (or batchMs): one invalidation per key for a
- * burst. Returns the unbind function.
+ * batched while events keep coming (batchMs, maxBatchMs): one invalidation
+ * per key for a burst. Returns the unbind function.
  */
 export declare function bindCourseQueries(queryClient: QueryClientLike, connection: Subscribable, opts?: BindOptions): () => void
 
 export declare const DEFAULT_KEYS: Readonly<CourseKeys>
 export declare const DEFAULT_INVALIDATIONS: Readonly<Record<string, InvalidationRule>>
-export declare function defaultProgress(event: CourseEvent<any>, keys: CourseKeys): ProgressUpdate | null
+export declare function defaultProgress(event: CourseEvent<any>, keys: CourseKeys): ProgressUpdate
 /** A stable hash of a query key (object keys sorted), as TanStack's hashKey. */
 export declare function hashQueryKey(key: QueryKey): string

@@ -15,12 +15,16 @@
  *   chapter-*-complete                       invalidate ['chapters','list',courseId]
  *   video-*-complete, upload-complete        invalidate ['videos','list',courseId] and the chapters list
  *   upload-progress                          setQueryData(['uploads','progress',courseId,videoId], data): no refetch
+ *                                            (['uploads','progress',courseId] when data has no videoId)
  *   reset                                    invalidate both lists
  *
- * Work is collected from the first event until the next animation frame (or
- * for `batchMs`), then each distinct key is invalidated once and each
- * progress key set once, to its latest value. The adapter only calls
- * queryClient.invalidateQueries({queryKey}) and queryClient.setQueryData.
+ * Work is collected while events keep coming (until none came for
+ * `batchMs`, default 100, and for at most `maxBatchMs`, default 1000, after
+ * the first), then each distinct key is invalidated once and each progress
+ * key set once, to its latest value: a burst of events, however its events
+ * arrive (one poll answer, or one SSE message each), is one invalidation
+ * per key. The adapter only calls queryClient.invalidateQueries({queryKey})
+ * and queryClient.setQueryData.
  *
  * @module coursestream-tanstack
  */
@@ -31,7 +35,7 @@
  * @typedef {{
  *   chaptersList: (courseId: string) => QueryKey,
  *   videosList: (courseId: string) => QueryKey,
- *   uploadProgress: (courseId: string, videoId: string) => QueryKey,
+ *   uploadProgress: (courseId: string, videoId?: string) => QueryKey,
  * }} CourseKeys
  * @typedef {(event: CourseEvent, keys: CourseKeys) => QueryKey[] | null | undefined} InvalidationRule
  * @typedef {{queryKey: QueryKey, updater: (previous: unknown) => unknown}} ProgressUpdate
@@ -41,6 +45,7 @@
  *   progress?: ((event: CourseEvent, keys: CourseKeys) => ProgressUpdate | null | undefined) | null,
  *   resetKeys?: (courseId: string, keys: CourseKeys) => QueryKey[],
  *   batchMs?: number,
+ *   maxBatchMs?: number,
  *   onError?: (error: unknown) => void,
  * }} BindOptions
  * @typedef {{
@@ -54,7 +59,7 @@
 export const DEFAULT_KEYS = Object.freeze({
   chaptersList: (courseId) => ['chapters', 'list', courseId],
   videosList: (courseId) => ['videos', 'list', courseId],
-  uploadProgress: (courseId, videoId) => ['uploads', 'progress', courseId, videoId],
+  uploadProgress: (courseId, videoId) => (videoId == null ? ['uploads', 'progress', courseId] : ['uploads', 'progress', courseId, videoId]),
 })
 
 /** @type {InvalidationRule} */
@@ -73,16 +78,16 @@ export const DEFAULT_INVALIDATIONS = Object.freeze({
 })
 
 /**
- * The default upload-progress update: the progress key of data.videoId is
- * set to the event's data (no refetch).
+ * The default upload-progress update: the progress key of data.videoId (of
+ * the course when data names no video) is set to the event's data (no
+ * refetch).
  * @param {CourseEvent} ev
  * @param {CourseKeys} keys
- * @returns {ProgressUpdate | null}
+ * @returns {ProgressUpdate}
  */
 export function defaultProgress(ev, keys) {
   const videoId = ev.data && typeof ev.data === 'object' ? ev.data.videoId : undefined
-  if (videoId == null) return null
-  return { queryKey: keys.uploadProgress(ev.courseId, String(videoId)), updater: () => ev.data }
+  return { queryKey: keys.uploadProgress(ev.courseId, videoId == null ? undefined : String(videoId)), updater: () => ev.data }
 }
 
 /**
@@ -117,7 +122,8 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
   const rules = { ...DEFAULT_INVALIDATIONS, ...(opts.invalidate ?? {}) }
   const progress = opts.progress === undefined ? defaultProgress : opts.progress
   const resetKeys = opts.resetKeys ?? ((courseId, k) => [k.chaptersList(courseId), k.videosList(courseId)])
-  const batchMs = opts.batchMs
+  const batchMs = Math.max(0, opts.batchMs ?? 100)
+  const maxBatchMs = Math.max(batchMs, opts.maxBatchMs ?? 1000)
 
   /** @type {Map<string, QueryKey>} */
   let invalidations = new Map()
@@ -126,8 +132,7 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
   let bound = true
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer
-  /** @type {number | undefined} */
-  let frame
+  let firstAt = 0 // when the batch being collected began
 
   /** @param {unknown} err */
   const report = (err) => {
@@ -141,8 +146,7 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
 
   const flush = () => {
     clearTimeout(timer)
-    if (frame !== undefined) cancelAnimationFrame(frame)
-    timer = frame = undefined
+    timer = undefined
     const inv = invalidations
     const upd = updates
     invalidations = new Map()
@@ -165,17 +169,13 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
     }
   }
 
+  // A debounce: each event pushes the flush batchMs further, up to
+  // maxBatchMs after the batch's first event.
   const schedule = () => {
-    if (timer !== undefined || frame !== undefined) return
-    const g = /** @type {any} */ (globalThis)
-    if (batchMs !== undefined) {
-      timer = setTimeout(flush, Math.max(0, batchMs))
-    } else if (typeof g.requestAnimationFrame === 'function' && g.document?.visibilityState !== 'hidden') {
-      frame = g.requestAnimationFrame(flush)
-      timer = setTimeout(flush, 250) // frames stop when the page is hidden; do not wait for it to show
-    } else {
-      timer = setTimeout(flush, 16)
-    }
+    const now = Date.now()
+    if (timer === undefined) firstAt = now
+    clearTimeout(timer)
+    timer = setTimeout(flush, Math.min(batchMs, firstAt + maxBatchMs - now))
   }
 
   /** @param {QueryKey[] | null | undefined} list */
@@ -206,8 +206,7 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
     bound = false
     unsubscribe()
     clearTimeout(timer)
-    if (frame !== undefined) cancelAnimationFrame(frame)
-    timer = frame = undefined
+    timer = undefined
     invalidations.clear()
     updates.clear()
   }

@@ -116,7 +116,9 @@ export interface ConnectOptions {
   backoffBaseMs?: number
   /** Full-jitter backoff cap; default 30000. */
   backoffMaxMs?: number
-  /** How long auto keeps to polling in this browser after SSE failed; default 600000 (10 min). */
+  /** auto, after a fallback: the first wait before SSE is tried again (doubled with each failed try); default 5000. */
+  sseRetryMs?: number
+  /** The longest such wait; this browser keeps to polling meanwhile (localStorage); default 300000 (5 min). */
   rememberFallbackMs?: number
 }
 
@@ -144,7 +146,10 @@ export declare class Connection {
 /** Tells a reset from an event envelope: `if (isReset(e)) refetch(); else apply(e)`. */
 export declare function isReset(event: CourseEvent | ResetEvent): event is ResetEvent
 
-/** Opens a subscription to one course; it starts on the next microtask. */
+/**
+ * Opens a subscription to one course. Throws a TypeError on bad options, and
+ * for transport 'sse' where EventSource is missing.
+ */
 export declare function connect(options: ConnectOptions): Connection
 
 /** An error answer of the server. */
@@ -164,6 +169,7 @@ export declare const DEFAULTS: Readonly<{
   longPollWait: string
   backoffBaseMs: number
   backoffMaxMs: number
+  sseRetryMs: number
   rememberFallbackMs: number
   operationTimeoutMs: number
 }>

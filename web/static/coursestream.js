@@ -35,7 +35,7 @@
  *   onEvent?: (event: Envelope) => void, onReset?: (reset: ResetInfo) => void,
  *   onStatus?: (status: Status) => void, onError?: (error: unknown) => void,
  *   heartbeatMs?: number, pollIntervalMs?: number, maxPollIntervalMs?: number, longPollWait?: string,
- *   backoffBaseMs?: number, backoffMaxMs?: number, rememberFallbackMs?: number,
+ *   backoffBaseMs?: number, backoffMaxMs?: number, sseRetryMs?: number, rememberFallbackMs?: number,
  * }} ConnectOptions
  * @typedef {{after: string, wait?: string, signal: AbortSignal, etag: string | null, filtered?: boolean}} PollRequest
  * @typedef {{status: number, body: any, etag: string | null, retryAfterMs: number, error?: string, url: string}} PollResponse
@@ -61,7 +61,8 @@ export const DEFAULTS = Object.freeze({
   longPollWait: '25s', // ?wait= of a long-poll (the server allows 30s)
   backoffBaseMs: 1_000, // full jitter: a random delay in [0, min(max, base * 2^attempt))
   backoffMaxMs: 30_000,
-  rememberFallbackMs: 10 * 60_000, // auto: how long this browser keeps to polling after SSE failed
+  sseRetryMs: 5_000, // auto: after a fallback, the first wait before SSE is tried again; doubles with each failed try
+  rememberFallbackMs: 5 * 60_000, // auto: the longest such wait (the browser keeps to polling meanwhile)
   operationTimeoutMs: 30_000, // awaitOperation's default
 })
 
@@ -101,6 +102,11 @@ function retryAfterMs(header) {
   const secs = Number(header)
   const ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(header) - Date.now()
   return Number.isFinite(ms) ? Math.min(MAX_SERVER_DELAY_MS, Math.max(0, ms)) : 0
+}
+
+/** A token as sent: null when there is none. @param {unknown} v */
+function tokenValue(v) {
+  return v == null || v === '' ? null : String(v)
 }
 
 /** @template T @param {T} v @returns {T} */
@@ -237,6 +243,9 @@ export class Connection {
   #beginAttempt = 0
   /** @type {AbortController | null} */
   #beginAbort = null
+  /** @type {Promise<PollResponse> | null} */
+  #firstAsk = null
+  #sseTries = 0 // auto: tries of SSE that failed since the fallback (doubles the wait for the next)
   // auto fallback: after SSE failed, the first poll tells whether SSE is the
   // problem (the poll works: remember it) or the network is (try SSE again
   // as soon as something gets through).
@@ -260,6 +269,9 @@ export class Connection {
     if (!['auto', 'sse', 'poll', 'longpoll'].includes(requested)) {
       throw new TypeError(`connect: transport must be 'auto', 'sse', 'poll' or 'longpoll', got ${JSON.stringify(requested)}`)
     }
+    if (requested === 'sse' && typeof EventSource !== 'function') {
+      throw new TypeError("connect: transport 'sse' needs EventSource, which this environment lacks: use 'auto' or 'poll'")
+    }
     const fallbackTo = o.fallback ?? 'poll'
     if (fallbackTo !== 'poll' && fallbackTo !== 'longpoll') {
       throw new TypeError(`connect: fallback must be 'poll' or 'longpoll', got ${JSON.stringify(fallbackTo)}`)
@@ -282,9 +294,10 @@ export class Connection {
     if (start !== null && !EVENT_ID.test(start)) {
       throw new TypeError(`connect: lastEventId must be a decimal event id, got ${JSON.stringify(o.lastEventId)}`)
     }
-    const origin = /** @type {any} */ (globalThis).location?.origin
+    const loc = /** @type {any} */ (globalThis).location
+    const origin = loc?.origin && loc.origin !== 'null' ? loc.origin : undefined // 'null': an opaque origin
     if (o.baseUrl == null && !origin) throw new TypeError('connect: baseUrl is required outside a page')
-    const base = new URL(o.baseUrl ?? origin, origin)
+    const base = new URL(o.baseUrl ?? /** @type {string} */ (origin), loc?.href)
     if (!base.pathname.endsWith('/')) base.pathname += '/'
     base.search = ''
     base.hash = ''
@@ -320,6 +333,13 @@ export class Connection {
     })
     this.#port = this.#makePort()
     this.#listenToPage()
+    if (this.#position === null && typeof o.token !== 'function') {
+      // Ask where the course is now, from the caller's task: the request
+      // leaves before whatever the caller does next (a publish, say).
+      this.#beginAbort = new AbortController()
+      this.#firstAsk = this.#requestPoll({ after: BEYOND, signal: this.#beginAbort.signal, etag: null, filtered: false })
+      this.#firstAsk.catch(() => {}) // #begin handles it
+    }
     queueMicrotask(() => {
       if (this.#o.onStatus && !this.#closed) this.#call(this.#o.onStatus, this.#status)
       this.#begin()
@@ -415,14 +435,21 @@ export class Connection {
     return { transport: 'sse', reason: null }
   }
 
-  #memoryUntil() {
+  /** @returns {{until: number, tries: number}} what this browser remembers of SSE failing */
+  #memory() {
     try {
       const raw = storageGet('localStorage', this.#memoryKey)
-      const until = raw ? Number(JSON.parse(raw).until) : 0
-      return Number.isFinite(until) ? until : 0
+      const m = raw ? JSON.parse(raw) : {}
+      const until = Number(m.until)
+      const tries = Number(m.tries)
+      return { until: Number.isFinite(until) ? until : 0, tries: Number.isInteger(tries) && tries > 0 ? tries : 0 }
     } catch {
-      return 0
+      return { until: 0, tries: 0 }
     }
+  }
+
+  #memoryUntil() {
+    return this.#memory().until
   }
 
   async #begin() {
@@ -432,10 +459,12 @@ export class Connection {
       // after connect() is missed whatever happens next (reconnects before
       // the first event, a fallback, a reload).
       if (this.#beginAttempt > 0) this.#setStatus('reconnecting')
-      const ac = new AbortController()
+      const ac = this.#beginAbort ?? new AbortController()
       this.#beginAbort = ac
+      const ask = this.#firstAsk ?? this.#requestPoll({ after: BEYOND, signal: ac.signal, etag: null, filtered: false })
+      this.#firstAsk = null
       try {
-        const res = await this.#requestPoll({ after: BEYOND, signal: ac.signal, etag: null, filtered: false })
+        const res = await ask
         if (this.#closed) return
         if (res.status !== 200) throw new HTTPError(res.status, res.error ?? 'unexpected status', res.url)
         this.#setPosition(String(res.body.lastEventId))
@@ -450,7 +479,11 @@ export class Connection {
         this.#beginAbort = null
       }
     }
-    if (this.#fallbackReason === 'remembered') this.#scheduleProbe(this.#memoryUntil() - Date.now())
+    if (this.#fallbackReason === 'remembered') {
+      const m = this.#memory()
+      this.#sseTries = m.tries
+      this.#scheduleProbe(m.until - Date.now())
+    }
     this.#use(this.#transport)
   }
 
@@ -521,6 +554,7 @@ export class Connection {
   #sseOpened() {
     if (this.#requested === 'auto' && this.#memoryUntil() > 0) storageSet('localStorage', this.#memoryKey, null)
     this.#fallbackReason = null
+    this.#sseTries = 0
   }
 
   /** @param {boolean} ok the poll was answered 200 or 304 */
@@ -529,10 +563,17 @@ export class Connection {
     if (this.#verdictPending) {
       this.#verdictPending = false
       if (ok) {
-        // Polling works where SSE did not: remember that for this browser.
-        const until = Date.now() + this.#o.rememberFallbackMs
-        storageSet('localStorage', this.#memoryKey, JSON.stringify({ until, reason: this.#fallbackReason }))
-        this.#scheduleProbe(this.#o.rememberFallbackMs)
+        // Polling works where SSE did not: try SSE again later, after a
+        // wait that doubles with each failed try (a stream that did not
+        // open or brought nothing costs 2 heartbeats to find out: those
+        // wait at least 4), and remember it for this browser meanwhile.
+        const o = this.#o
+        const why = this.#fallbackReason
+        const first = why === 'silent' || why === 'stalled' ? Math.max(o.sseRetryMs, 4 * o.heartbeatMs) : o.sseRetryMs
+        const wait = Math.min(o.rememberFallbackMs, first * 2 ** Math.min(this.#sseTries, 20))
+        this.#sseTries++
+        storageSet('localStorage', this.#memoryKey, JSON.stringify({ until: Date.now() + wait, reason: why, tries: this.#sseTries }))
+        this.#scheduleProbe(wait)
       } else {
         this.#networkSuspect = true
       }
@@ -550,6 +591,8 @@ export class Connection {
       if (this.#closed || this.#transport === 'sse') return
       this.#fallbackReason = null
       this.#use('sse')
+      // A try: its first failure is enough to go back to polling.
+      if (this.#driver instanceof SSEDriver) this.#driver.strikes = SSE_FAILURES - 1
     }, Math.max(0, ms) * (1 + Math.random() * 0.1))
   }
 
@@ -598,8 +641,7 @@ export class Connection {
   /** @returns {Promise<string | null>} */
   async #token() {
     const t = this.#o.token
-    const v = typeof t === 'function' ? await t() : t
-    return v == null || v === '' ? null : String(v)
+    return tokenValue(typeof t === 'function' ? await t() : t)
   }
 
   /**
@@ -609,7 +651,8 @@ export class Connection {
    * @returns {Promise<PollResponse>}
    */
   async #requestPoll(req) {
-    const token = await this.#token()
+    // A fixed token without an await: the request leaves in the caller's task.
+    const token = typeof this.#o.token === 'function' ? await this.#token() : tokenValue(this.#o.token)
     const url = this.#url(`v1/courses/${encodeURIComponent(this.#courseId)}/poll`, {
       after: req.after,
       types: req.filtered === false ? '' : this.#types.join(','),

@@ -65,7 +65,11 @@ test('demo page: follow, switch delivery, publish, burst, change course', { time
   await page.click('#burst')
   await page.waitForFunction((n) => document.querySelectorAll('#log tbody tr[data-id]').length >= n + 25, rowsBefore)
   await page.waitForFunction(() => /ids \d+–\d+/.test(document.querySelector('#publish-result').textContent))
-  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))) // the adapter's last batch
+  // The adapter's batch ends 100 ms after the last event (1 s after the
+  // first at most): wait for its first invalidation, then past that bound.
+  await page.waitForFunction(([n, p]) => [...document.querySelectorAll('#cache li')].filter((li) => li.textContent.startsWith(p)).length > n,
+    [linesBefore, 'invalidate ["chapters","list"'])
+  await page.waitForTimeout(1_200)
   const burstLines = (await chapterLines()) - linesBefore
   assert.ok(burstLines >= 1 && burstLines < 25, `25 events, ${burstLines} invalidations of the chapters list`)
 

@@ -87,6 +87,41 @@ test('auto: a 503 steering to polling falls back, is remembered, and SSE comes b
   }
 })
 
+test('auto: after a fallback SSE is tried again, after a wait that doubles while it fails, and comes back', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  // The network drops every stream request (EventSource and the fetch that
+  // asks why); polls get through.
+  const blocked = '**/v1/courses/*/events*'
+  await page.route(blocked, (r) => r.abort())
+  const course = courseID('comes-back')
+  await page.evaluate((c) => window.start('a', { courseId: c, sseRetryMs: 1_000 }), course)
+  await waitStatus(page, 'a', 'open', 'poll')
+  const tries = () => page.evaluate(() => {
+    const m = Object.entries(localStorage).find(([k]) => k.startsWith('coursestream:sse-fallback:'))
+    return m ? JSON.parse(m[1]).tries : 0
+  })
+  assert.equal(await tries(), 1, 'the fallback is remembered, with its count of tries')
+  // The try after 1 s fails at once (one failure is enough for a try):
+  // back to polling, the next wait 2 s.
+  await page.waitForFunction(() => window.C.a.rec.statuses.filter((s) => s.state === 'open' && s.transport === 'poll').length >= 2, null, { timeout: 15_000 })
+  assert.equal(await tries(), 2)
+  await publishMany(course, 3, chapter)
+  await waitEvents(page, 'a', 3)
+
+  // The network lets streams through again: the next try gets SSE back,
+  // and the memory is cleared.
+  await page.unroute(blocked)
+  await waitStatus(page, 'a', 'open', 'sse')
+  assert.equal(await page.evaluate(() => window.C.a.conn.status.reason ?? null), null)
+  assert.equal(await tries(), 0)
+  await publishMany(course, 3, chapter)
+  await waitEvents(page, 'a', 6)
+  await settle(page, 'a', course)
+  assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 7), 'nothing lost or repeated across sse -> poll -> sse')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, [/ERR_FAILED|net::/]), [])
+})
+
 test('auto falls back when the stream does not open within 2 heartbeats', { timeout: TEST_TIMEOUT }, async () => {
   const { page, problems, context } = await openPage(browser)
   // A proxy that holds the SSE response: the request never gets an answer.

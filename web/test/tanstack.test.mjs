@@ -155,35 +155,75 @@ let browser
 before(async () => { browser = await launch() })
 after(async () => { await browser?.close() })
 
-for (const [transport, batch] of [['poll', null], ['sse', 300]]) {
-  test(`browser, ${transport}: a replayed burst of 100 events is one invalidation per key${batch ? ` (batchMs ${batch})` : ' (per frame)'}`, { timeout: TEST_TIMEOUT }, async () => {
+/**
+ * In the page: a real QueryClient (query-core's ESM build) whose
+ * invalidateQueries and setQueryData calls are recorded in window.tqCalls,
+ * bound to window.C.a.conn with the adapter's defaults. With options, it
+ * starts connection a with them first, in the same task as the binding.
+ */
+function bindRecorded() {
+  return async (startOptions) => {
+    // query-core's ESM build reads process.env.NODE_ENV, which a bundler
+    // replaces; a page without one defines it.
+    globalThis.process ??= { env: { NODE_ENV: 'production' } }
+    const { QueryClient } = await import('/__vendor/query-core/index.js')
+    const qc = new QueryClient()
+    qc.mount()
+    const calls = { invalidated: [], set: [] }
+    const inv = qc.invalidateQueries.bind(qc)
+    const sd = qc.setQueryData.bind(qc)
+    qc.invalidateQueries = (f) => { calls.invalidated.push(JSON.stringify(f.queryKey)); return inv(f) }
+    qc.setQueryData = (k, u) => { calls.set.push(JSON.stringify(k)); return sd(k, u) }
+    window.tqCalls = calls
+    window.tqClient = qc
+    if (startOptions) window.start('a', startOptions)
+    window.tqUnbind = window.tq.bindCourseQueries(qc, window.C.a.conn)
+  }
+}
+
+test('browser, sse: a live burst of 30 events, one SSE message each, is one invalidation per key', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  const course = courseID('tq-live')
+  await page.evaluate((c) => window.start('a', { courseId: c, transport: 'sse', lastEventId: '0' }), course)
+  await waitStatus(page, 'a', 'open', 'sse')
+  await page.evaluate(bindRecorded())
+  // Published one after another, as a backend does: each arrives as its
+  // own message, in its own task.
+  for (let i = 0; i < 30; i++) {
+    await publish(course, TYPES[i % TYPES.length], { chapterId: `ch-${i}`, videoId: `v-${i}` })
+  }
+  await publish(course, 'upload-progress', { progress: 40 }) // no videoId: the course's progress key
+  await page.waitForFunction(() => window.C.a.rec.events.length === 31, null, { timeout: 15_000 })
+  // Then no more calls: a second batch would come within maxBatchMs.
+  await page.waitForFunction(() => window.tqCalls.invalidated.length > 0, null, { timeout: 5_000 })
+  await new Promise((r) => setTimeout(r, 1_500))
+  const calls = await page.evaluate(() => { window.tqUnbind(); return window.tqCalls })
+  assert.deepEqual(count(calls.invalidated), new Map([
+    [JSON.stringify(['chapters', 'list', course]), 1],
+    [JSON.stringify(['videos', 'list', course]), 1],
+  ]), JSON.stringify(calls.invalidated))
+  assert.deepEqual(calls.set, [JSON.stringify(['uploads', 'progress', course])])
+  assert.deepEqual(await page.evaluate((c) => window.tqClient.getQueryData(['uploads', 'progress', c]), course), { progress: 40 })
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems), [])
+})
+
+for (const transport of ['poll', 'sse']) {
+  test(`browser, ${transport}: a replayed burst of 100 events is one invalidation per key`, { timeout: TEST_TIMEOUT }, async () => {
     const { page, problems, context } = await openPage(browser)
     const course = courseID(`tq-${transport}`)
     await publishMany(course, 100, (i) => ({
       type: i % 5 === 0 ? 'upload-progress' : TYPES[i % TYPES.length],
       data: { chapterId: `ch-${i}`, videoId: `v-${i % 3}`, progress: i },
     }))
-    const result = await page.evaluate(async ([c, t, b]) => {
-      // query-core's ESM build reads process.env.NODE_ENV, which a bundler
-      // replaces; a page without one defines it.
-      globalThis.process ??= { env: { NODE_ENV: 'production' } }
-      const { QueryClient } = await import('/__vendor/query-core/index.js')
-      const qc = new QueryClient()
-      qc.mount()
-      const invalidated = []
-      const set = []
-      const inv = qc.invalidateQueries.bind(qc)
-      const sd = qc.setQueryData.bind(qc)
-      qc.invalidateQueries = (f) => { invalidated.push(JSON.stringify(f.queryKey)); return inv(f) }
-      qc.setQueryData = (k, u) => { set.push(JSON.stringify(k)); return sd(k, u) }
-      window.start('a', { courseId: c, transport: t, lastEventId: '0' })
-      const unbind = window.tq.bindCourseQueries(qc, window.C.a.conn, b ? { batchMs: b } : {})
-      // Wait for all 100, then for one more batch window to pass.
-      while (window.C.a.rec.events.length < 100) await new Promise((r) => setTimeout(r, 20))
-      await new Promise((r) => setTimeout(r, (b ?? 16) + 300))
-      unbind()
-      return { invalidated, set, progress: qc.getQueryData(['uploads', 'progress', c, 'v-1']), transport: window.C.a.conn.transport }
-    }, [course, transport, batch])
+    await page.evaluate(bindRecorded(), { courseId: course, transport, lastEventId: '0' })
+    // Wait for all 100, then for longer than a batch may last.
+    await page.waitForFunction(() => window.C.a.rec.events.length === 100, null, { timeout: 15_000 })
+    await new Promise((r) => setTimeout(r, 1_500))
+    const result = await page.evaluate((c) => {
+      window.tqUnbind()
+      return { ...window.tqCalls, progress: window.tqClient.getQueryData(['uploads', 'progress', c, 'v-1']), transport: window.C.a.conn.transport }
+    }, course)
     assert.equal(result.transport, transport)
     assert.deepEqual(count(result.invalidated), new Map([
       [JSON.stringify(['chapters', 'list', course]), 1],
