@@ -10,8 +10,7 @@ type Metrics interface {
 	// here, or arriving on a Redis channel).
 	Received()
 	// Malformed counts garbage from outside (a Redis channel message that
-	// is not a valid envelope); kind is a short fixed label such as
-	// "json", "fields", "course".
+	// is not a valid envelope); kind is one of MalformedKinds.
 	Malformed(kind string)
 	// Published observes how long one Publish took, validation to stored.
 	Published(d time.Duration)
@@ -21,6 +20,13 @@ type Metrics interface {
 	// what pub/sub delivered.
 	Recovered(n int)
 }
+
+// MalformedKinds are the kinds of garbage Metrics.Malformed counts: not
+// JSON; JSON without the envelope's fields; an envelope of another course
+// than its channel's; an id ahead of the course's sequence; a message on a
+// channel that is not a course's; a history entry that is not the envelope
+// of its id.
+var MalformedKinds = []string{"json", "fields", "course", "id", "channel", "history"}
 
 // NopMetrics discards everything.
 type NopMetrics struct{}

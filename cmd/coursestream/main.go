@@ -62,7 +62,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "token":
 		err = token(args, stdout, stderr, getenv)
 	case "version":
-		fmt.Fprintln(stdout, "coursestream", version())
+		fs := flag.NewFlagSet("version", flag.ContinueOnError)
+		if err = parseFlags(fs, args, getenv); err == nil {
+			fmt.Fprintln(stdout, "coursestream", version())
+		} else if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, "usage: coursestream version", fs)
+		} else {
+			err = usageError{err}
+		}
 	case "help":
 		fmt.Fprintln(stdout, "usage: coursestream [serve|publish|token|version] [flags]; coursestream COMMAND --help lists the flags")
 	default:

@@ -92,6 +92,10 @@ func TestBadConfigurationExits2WithOneLine(t *testing.T) {
 		{[]string{"publish", "--type", "x"}, nil, "--course"},
 		{[]string{"publish", "--course", "c", "--type", "x", "--data", "{"}, nil, "invalid data"},
 		{[]string{"publish", "--course", "a/b", "--type", "x"}, nil, "invalid course id"},
+		{[]string{"publish", "--course", "c", "--type", "x", "--timeout", "0"}, nil, "--timeout"},
+		{[]string{"publish", "--course", "c", "--type", "x", "--timeout", "-1s"}, nil, "--timeout"},
+		{[]string{"version", "--bogus"}, nil, "flag provided but not defined"},
+		{[]string{"version", "extra"}, nil, "unexpected argument"},
 	} {
 		code, _, stderr := runCLI(tc.args, tc.env)
 		lines := strings.Count(strings.TrimRight(stderr, "\n"), "\n") + 1

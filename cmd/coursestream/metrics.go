@@ -82,6 +82,9 @@ func newMetrics() *metrics {
 	// Series that exist before their first event, so dashboards see zeros.
 	m.sseConns, m.longPolls = m.connections.WithLabelValues("sse"), m.connections.WithLabelValues("longpoll")
 	m.sseDelivered, m.pollDeliv = m.delivered.WithLabelValues("sse"), m.delivered.WithLabelValues("poll")
+	for _, kind := range observer.MalformedKinds {
+		m.malformed.WithLabelValues(kind)
+	}
 	return m
 }
 

@@ -153,16 +153,25 @@ func TestCORS(t *testing.T) {
 	if resp.StatusCode >= 300 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
 		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
 	}
-	allowed := strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers"))
-	for _, h := range []string{"authorization", "if-none-match", "last-event-id"} {
+	// Spelled as the contract spells them (names are case-insensitive, but
+	// a check may compare strings).
+	allowed := resp.Header.Get("Access-Control-Allow-Headers")
+	for _, h := range []string{"Authorization", "If-None-Match", "Last-Event-ID"} {
 		if !strings.Contains(allowed, h) {
 			t.Errorf("preflight does not allow %s: %q", h, allowed)
 		}
 	}
-	resp, _ = do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Origin": "https://app.example"}, "")
-	exposed := strings.ToLower(resp.Header.Get("Access-Control-Expose-Headers"))
-	if !strings.Contains(exposed, "etag") || !strings.Contains(exposed, "retry-after") {
-		t.Fatalf("exposed headers %q, want ETag and Retry-After", exposed)
+	for _, path := range []string{"/v1/courses/c1/poll", "/v1/courses/c1/events"} {
+		req, _ := http.NewRequest("GET", s.url(path), nil)
+		req.Header.Set("Origin", "https://app.example")
+		resp, err := noKeepAlive.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if exposed := resp.Header.Get("Access-Control-Expose-Headers"); exposed != "ETag, Retry-After" {
+			t.Fatalf("GET %s: exposed headers %q, want \"ETag, Retry-After\"", path, exposed)
+		}
 	}
 	resp, _ = do(t, "GET", s.url("/v1/courses/c1/poll"), map[string]string{"Origin": "https://evil.example"}, "")
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
@@ -261,6 +270,11 @@ func TestMetricsMove(t *testing.T) {
 		{"coursestream_delivery_lag_seconds", nil, 3},
 		{"coursestream_events_dropped_total", nil, 0},
 		{"coursestream_resets_total", nil, 0},
+		// Every series the contract names is there from the start, at zero
+		// until something happens (malformed comes from Redis channels only).
+		{"coursestream_events_malformed_total", map[string]string{"kind": "json"}, 0},
+		{"coursestream_events_malformed_total", map[string]string{"kind": "fields"}, 0},
+		{"coursestream_replayed_events_total", nil, 0},
 	} {
 		if got := value(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

@@ -58,6 +58,8 @@ func publish(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return usagef("--course is required")
 	case cfg.Type == "":
 		return usagef("--type is required")
+	case cfg.Timeout <= 0:
+		return usagef("--timeout must be positive, got %s", cfg.Timeout)
 	}
 	if _, err := msg.Normalize(); err != nil { // the same checks the server makes, before sending
 		return usageError{err}

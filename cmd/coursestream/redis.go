@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -24,6 +25,7 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 		Logger: log, Metrics: m,
 	}
 	mode := "redis"
+	redis.SetLogger(goRedisLog{log})
 	if cfg.RedisCluster != "" {
 		for a := range strings.SplitSeq(cfg.RedisCluster, ",") {
 			a = strings.TrimSpace(a)
@@ -39,6 +41,13 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 			return nil, "", usagef("--redis-cluster %q: want HOST:PORT,HOST:PORT", cfg.RedisCluster)
 		}
 		mode = "redis-cluster"
+	} else if addr, ok := clusterNode(cfg.RedisURL); ok {
+		// A node of a Redis Cluster behind --redis-url: the cluster it
+		// belongs to, with sharded pub/sub (a plain client would get MOVED
+		// for the courses of the other nodes).
+		log.Info("--redis-url is a Redis Cluster node: running in cluster mode, as --redis-cluster would", slog.String("seed", addr))
+		rc.Cluster = []string{addr}
+		mode = "redis-cluster"
 	} else {
 		rc.URL = cfg.RedisURL
 	}
@@ -46,7 +55,6 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 	if err != nil {
 		return nil, "", usagef("--redis-url: %v", err)
 	}
-	redis.SetLogger(goRedisLog{log})
 	return r, mode, nil
 }
 
@@ -58,10 +66,18 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 	if err != nil {
 		return "", usagef("--redis-url %q: want redis://HOST:PORT/DB", cfg.RedisURL)
 	}
-	opt.ContextTimeoutEnabled = true
-	opt.MaxRetries = -1 // never publish twice
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(opt)
+	var rdb redis.UniversalClient
+	if addr, ok := clusterNode(cfg.RedisURL); ok {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: []string{addr}, ContextTimeoutEnabled: true, MaxRetries: -1,
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		})
+	} else {
+		opt.ContextTimeoutEnabled = true
+		opt.MaxRetries = -1 // never publish twice
+		opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		rdb = redis.NewClient(opt)
+	}
 	defer rdb.Close()
 	id, err := observer.PublishFCALL(ctx, rdb, msg)
 	if err != nil {
@@ -74,6 +90,30 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 		return "", fmt.Errorf("publish to Redis %s: %w", opt.Addr, err)
 	}
 	return strconv.FormatUint(id, 10), nil
+}
+
+// clusterProbeTimeout bounds the look at --redis-url done at start.
+const clusterProbeTimeout = 2 * time.Second
+
+// clusterNode tells whether the Redis at url is a node of a Redis Cluster
+// (INFO cluster: cluster_enabled:1), and its address. A Redis that cannot
+// be reached now is taken for a single one.
+func clusterNode(url string) (string, bool) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return "", false
+	}
+	opt.MaxRetries = -1
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), clusterProbeTimeout)
+	defer cancel()
+	info, err := rdb.Info(ctx, "cluster").Result()
+	if err != nil {
+		return "", false
+	}
+	return opt.Addr, strings.Contains(info, "cluster_enabled:1")
 }
 
 // goRedisLog sends go-redis' own messages to the service log: a message

@@ -255,6 +255,51 @@ func TestRedisClusterProcess(t *testing.T) {
 	}
 }
 
+// TestRedisURLOfAClusterNode: --redis-url naming one node of a cluster
+// runs in cluster mode: courses of every node's slots work, over HTTP and
+// with publish --redis-url (a plain client would get MOVED for most).
+func TestRedisURLOfAClusterNode(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3)
+	url := "redis://" + cl.Addrs()[0] + "/0"
+	s := startServer(t, "--redis-url", url)
+	waitStatus(t, s, "/readyz", 200)
+	if !strings.Contains(s.stderr.String(), "broker=redis-cluster") {
+		t.Fatalf("--redis-url of a cluster node is not in cluster mode:\n%s", s.stderr)
+	}
+	slots := map[int]bool{}
+	for i := range 12 { // courses spread over the three masters
+		course := "cl-" + strconv.Itoa(i)
+		slots[int(crc16(course))%16384*3/16384] = true
+		if got := post(t, s.url("/v1/courses/"+course+"/events"), `{"type":"upload-complete","data":{}}`); got != `{"id":"1"}`+"\n" {
+			t.Fatalf("POST to %s: %q", course, got)
+		}
+		code, stdout, stderr := runCLI([]string{"publish", "--redis-url", url, "--course", course, "--type", "upload-complete", "--data", "{}"}, nil)
+		if code != exitOK || strings.TrimSpace(stdout) != "2" {
+			t.Fatalf("publish --redis-url %s --course %s: exit %d, %q %q", url, course, code, stdout, stderr)
+		}
+	}
+	if len(slots) < 3 {
+		t.Fatalf("the courses fell in %d thirds of the slots: the test does not reach every master", len(slots))
+	}
+}
+
+// crc16 is Redis Cluster's key hash (CRC16-CCITT/XMODEM).
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
 func TestRedisBadClusterFlag(t *testing.T) {
 	t.Parallel()
 	code, _, stderr := runCLI([]string{"--redis-cluster", "nonsense"}, nil)

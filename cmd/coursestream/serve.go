@@ -254,7 +254,7 @@ func routes(d routeDeps) http.Handler {
 // ETag and Retry-After. Credentials (the token cookie) are allowed only
 // for origins named explicitly.
 func corsHandler(origins []string) func(http.Handler) http.Handler {
-	return cors.Handler(cors.Options{
+	c := cors.Handler(cors.Options{
 		AllowedOrigins:   origins,
 		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodOptions},
 		AllowedHeaders:   []string{"Authorization", "If-None-Match", "Last-Event-ID", "Content-Type", "Cache-Control"},
@@ -262,7 +262,58 @@ func corsHandler(origins []string) func(http.Handler) http.Handler {
 		AllowCredentials: !slices.Contains(origins, "*"),
 		MaxAge:           600,
 	})
+	return func(next http.Handler) http.Handler {
+		// cors has set the headers of an actual request when it calls
+		// next; a preflight's are set when it writes its status.
+		inner := c(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			respellCORS(w.Header())
+			next.ServeHTTP(w, r)
+		}))
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				w = &preflightWriter{ResponseWriter: w}
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
 }
+
+// corsSpelling: go-chi/cors canonicalizes header names the Go way (Etag,
+// Last-Event-Id); the lists it answers with spell them as the contract and
+// the HTTP specs do. Header names are case-insensitive, but people grep.
+var corsSpelling = strings.NewReplacer("Etag", "ETag", "Last-Event-Id", "Last-Event-ID")
+
+func respellCORS(h http.Header) {
+	for _, k := range []string{"Access-Control-Expose-Headers", "Access-Control-Allow-Headers"} {
+		if v := h.Get(k); v != "" {
+			h.Set(k, corsSpelling.Replace(v))
+		}
+	}
+}
+
+// preflightWriter respells the CORS headers of a preflight answer as its
+// status is written.
+type preflightWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (p *preflightWriter) WriteHeader(code int) {
+	if !p.wrote {
+		p.wrote = true
+		respellCORS(p.Header())
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *preflightWriter) Write(b []byte) (int, error) {
+	if !p.wrote {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+func (p *preflightWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
