@@ -529,8 +529,8 @@ func startAll(ctx context.Context, fns ...func(context.Context)) (wait func()) {
 	return wg.Wait
 }
 
-// metric reads one sample of /metrics (the first series whose line starts
-// with prefix).
+// metric reads /metrics: the sum of the series whose lines start with
+// prefix (a name alone sums its labels).
 func metric(t *testing.T, s *server, prefix string) float64 {
 	t.Helper()
 	resp, err := noKeepAlive.Get(s.url("/metrics"))
@@ -539,12 +539,13 @@ func metric(t *testing.T, s *server, prefix string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	var sum float64
 	for line := range bytes.SplitSeq(b, []byte("\n")) {
 		if bytes.HasPrefix(line, []byte(prefix)) {
 			f := strings.Fields(string(line))
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			return v
+			sum += v
 		}
 	}
-	return 0
+	return sum
 }

@@ -337,6 +337,12 @@ func TestShutdownWithStreamsAndLongPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pre.Close()
+	// The server accepts connections in order, and tracks each before it
+	// accepts the next: once a later request is answered, pre is known
+	// (else a SIGTERM with it still in the listen backlog tests nothing).
+	if resp, _ := do(t, "GET", s.url("/healthz"), nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
 	preClosed := make(chan error, 1)
 	go func() { _, err := pre.Read(make([]byte, 1)); preClosed <- err }()
 
@@ -432,6 +438,10 @@ func TestWrongMethodAndUnknownPath(t *testing.T) {
 		{"POST", "/readyz", 405, "GET, HEAD"},
 		{"GET", "/v1/courses/c1/nope", 404, ""},
 		{"GET", "/v2/anything", 404, ""},
+		{"POST", "/nope", 404, ""},
+		{"DELETE", "/v1", 404, ""},
+		{"POST", "/coursestream.js", 405, "GET, HEAD"},
+		{"POST", "/", 405, "GET, HEAD"},
 	} {
 		resp, body := do(t, tc.method, s.url(tc.path), nil, "")
 		if resp.StatusCode != tc.code || resp.Header.Get("Allow") != tc.allow ||
@@ -443,7 +453,7 @@ func TestWrongMethodAndUnknownPath(t *testing.T) {
 	if resp, body := do(t, "GET", s.url("/metrics"), nil, ""); resp.StatusCode != 200 || !strings.Contains(body, "coursestream_") {
 		t.Fatalf("GET /metrics: %d", resp.StatusCode)
 	}
-	for _, path := range []string{"/healthz", "/metrics", "/v1/courses/c1/poll", "/"} {
+	for _, path := range []string{"/healthz", "/metrics", "/v1/courses/c1/poll", "/", "/coursestream.js", "/coursestream-tanstack.js"} {
 		if resp, body := do(t, "HEAD", s.url(path), nil, ""); resp.StatusCode != 200 || body != "" {
 			t.Errorf("HEAD %s: %d %q, want 200 and no body", path, resp.StatusCode, body)
 		}

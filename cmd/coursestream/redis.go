@@ -25,8 +25,8 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 		Logger: log, Metrics: m,
 	}
 	mode := "redis"
-	redis.SetLogger(goRedisLog{log})
-	if cfg.RedisCluster != "" {
+	switch {
+	case cfg.RedisCluster != "":
 		for a := range strings.SplitSeq(cfg.RedisCluster, ",") {
 			a = strings.TrimSpace(a)
 			if a == "" {
@@ -41,20 +41,25 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 			return nil, "", usagef("--redis-cluster %q: want HOST:PORT,HOST:PORT", cfg.RedisCluster)
 		}
 		mode = "redis-cluster"
-	} else if addr, ok := clusterNode(cfg.RedisURL); ok {
-		// A node of a Redis Cluster behind --redis-url: the cluster it
-		// belongs to, with sharded pub/sub (a plain client would get MOVED
-		// for the courses of the other nodes).
-		log.Info("--redis-url is a Redis Cluster node: running in cluster mode, as --redis-cluster would", slog.String("seed", addr))
-		rc.Cluster = []string{addr}
-		mode = "redis-cluster"
-	} else {
+	default:
+		if _, err := redis.ParseURL(cfg.RedisURL); err != nil {
+			return nil, "", usagef("--redis-url: %v", err)
+		}
 		rc.URL = cfg.RedisURL
+		redis.SetLogger(goRedisLog{log}) // before the first client: its dial errors go to the log
+		if addr, ok := clusterNode(cfg.RedisURL); ok {
+			// A node of a Redis Cluster behind --redis-url: the cluster it
+			// belongs to, with sharded pub/sub (a plain client would get
+			// MOVED for the courses of the other nodes).
+			log.Info("--redis-url is a Redis Cluster node: running in cluster mode, as --redis-cluster would", slog.String("seed", addr))
+			rc.URL, rc.Cluster, mode = "", []string{addr}, "redis-cluster"
+		}
 	}
 	r, err := observer.NewRedis(rc)
 	if err != nil {
 		return nil, "", usagef("--redis-url: %v", err)
 	}
+	redis.SetLogger(goRedisLog{log})
 	return r, mode, nil
 }
 
@@ -104,6 +109,7 @@ func clusterNode(url string) (string, bool) {
 		return "", false
 	}
 	opt.MaxRetries = -1
+	opt.DialerRetries = 1 // one look: an unreachable Redis is a single one
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()

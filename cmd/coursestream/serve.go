@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -245,7 +246,14 @@ func routes(d routeDeps) http.Handler {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
 	}))
 	getHead("/", files.ServeHTTP)
-	getHead("/{file}", files.ServeHTTP)
+	// One route per file, so that a path that names none is a 404 for
+	// every method (a /{file} pattern made POST /nope a 405).
+	names, _ := fs.Glob(web.Files(), "*")
+	for _, name := range names {
+		if name != "index.html" {
+			getHead("/"+name, files.ServeHTTP)
+		}
+	}
 	return r
 }
 
