@@ -173,7 +173,12 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
   // maxBatchMs after the batch's first event.
   const schedule = () => {
     const now = Date.now()
-    if (timer === undefined) firstAt = now
+    if (timer === undefined) {
+      firstAt = now
+    } else if (now - firstAt >= maxBatchMs) {
+      flush() // at the bound: now, not after a timer that a dense stream keeps ahead of
+      return
+    }
     clearTimeout(timer)
     timer = setTimeout(flush, Math.min(batchMs, firstAt + maxBatchMs - now))
   }

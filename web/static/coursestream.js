@@ -81,6 +81,8 @@ const MAX_SERVER_DELAY_MS = 60_000 // a drain frame's retryMs and Retry-After ar
 // --max-stream-age): data {"retryMs": N}, when to reconnect.
 const DRAIN_EVENT = 'coursestream:drain'
 const MEMORY_PREFIX = 'coursestream:sse-fallback:'
+// A memory of SSE failing that is this old past its wait is forgotten.
+const MEMORY_STALE_MS = 60 * 60_000
 const POSITION_PREFIX = 'coursestream:lastEventId:'
 
 /**
@@ -246,6 +248,7 @@ export class Connection {
   /** @type {Promise<PollResponse> | null} */
   #firstAsk = null
   #sseTries = 0 // auto: tries of SSE that failed since the fallback (doubles the wait for the next)
+  #startsAsTry = false // auto: the first SSE stream is a try (a remembered fallback whose wait is over)
   // auto fallback: after SSE failed, the first poll tells whether SSE is the
   // problem (the poll works: remember it) or the network is (try SSE again
   // as soon as something gets through).
@@ -297,7 +300,7 @@ export class Connection {
     const loc = /** @type {any} */ (globalThis).location
     const origin = loc?.origin && loc.origin !== 'null' ? loc.origin : undefined // 'null': an opaque origin
     if (o.baseUrl == null && !origin) throw new TypeError('connect: baseUrl is required outside a page')
-    const base = new URL(o.baseUrl ?? /** @type {string} */ (origin), loc?.href)
+    const base = new URL(o.baseUrl ?? /** @type {string} */ (origin), origin ?? loc?.href)
     if (!base.pathname.endsWith('/')) base.pathname += '/'
     base.search = ''
     base.hash = ''
@@ -428,28 +431,42 @@ export class Connection {
 
   // ---- lifecycle ---------------------------------------------------------
 
-  /** @returns {{transport: Transport, reason: string | null}} */
+  /**
+   * Where auto starts. A fallback this browser remembers: polling until its
+   * wait is over, then SSE as a try (its first failure goes back to
+   * polling, and the wait doubles), as the connection that fell back does.
+   * @returns {{transport: Transport, reason: string | null}}
+   */
   #autoChoice() {
     if (typeof EventSource !== 'function') return { transport: this.#fallbackTo, reason: 'unsupported' }
-    if (this.#memoryUntil() > Date.now()) return { transport: this.#fallbackTo, reason: 'remembered' }
+    const m = this.#memory()
+    if (m.tries > 0) {
+      this.#sseTries = m.tries
+      if (m.until > Date.now()) return { transport: this.#fallbackTo, reason: 'remembered' }
+      this.#startsAsTry = true
+    }
     return { transport: 'sse', reason: null }
   }
 
-  /** @returns {{until: number, tries: number}} what this browser remembers of SSE failing */
+  /**
+   * What this browser remembers of SSE failing (localStorage, per server):
+   * until when to keep to polling, and how many tries failed. Nothing once
+   * SSE has brought an event, or long after the wait.
+   * @returns {{until: number, tries: number}}
+   */
   #memory() {
     try {
       const raw = storageGet('localStorage', this.#memoryKey)
       const m = raw ? JSON.parse(raw) : {}
       const until = Number(m.until)
       const tries = Number(m.tries)
-      return { until: Number.isFinite(until) ? until : 0, tries: Number.isInteger(tries) && tries > 0 ? tries : 0 }
+      if (!Number.isFinite(until) || !Number.isInteger(tries) || tries <= 0 || Date.now() - until > MEMORY_STALE_MS) {
+        return { until: 0, tries: 0 }
+      }
+      return { until, tries }
     } catch {
       return { until: 0, tries: 0 }
     }
-  }
-
-  #memoryUntil() {
-    return this.#memory().until
   }
 
   async #begin() {
@@ -479,22 +496,27 @@ export class Connection {
         this.#beginAbort = null
       }
     }
-    if (this.#fallbackReason === 'remembered') {
-      const m = this.#memory()
-      this.#sseTries = m.tries
-      this.#scheduleProbe(m.until - Date.now())
-    }
-    this.#use(this.#transport)
+    if (this.#fallbackReason === 'remembered') this.#scheduleProbe(this.#memory().until - Date.now())
+    this.#use(this.#transport, this.#startsAsTry)
   }
 
-  /** @param {Transport} transport */
-  #use(transport) {
+  /**
+   * @param {Transport} transport
+   * @param {boolean} [asTry] auto trying SSE again: its first failure goes back to polling
+   */
+  #use(transport, asTry = false) {
     this.#driver?.stop()
     this.#driver = null
     if (this.#closed) return
     this.#transport = transport
     this.#setStatus('connecting')
-    this.#driver = transport === 'sse' ? new SSEDriver(this.#port) : new PollDriver(this.#port, transport === 'longpoll')
+    if (transport === 'sse') {
+      const d = new SSEDriver(this.#port)
+      if (asTry) d.strikes = SSE_FAILURES - 1
+      this.#driver = d
+    } else {
+      this.#driver = new PollDriver(this.#port, transport === 'longpoll')
+    }
     this.#driver.start()
     if (this.#hidden()) this.#driver.hidden()
   }
@@ -552,9 +574,16 @@ export class Connection {
   }
 
   #sseOpened() {
-    if (this.#requested === 'auto' && this.#memoryUntil() > 0) storageSet('localStorage', this.#memoryKey, null)
     this.#fallbackReason = null
+  }
+
+  // A stream that opens may still bring nothing (a buffering proxy) or be
+  // cut at once: SSE has worked once an event, a reset or a drain frame
+  // came through it. Then the memory of its failing goes.
+  #sseWorked() {
     this.#sseTries = 0
+    this.#startsAsTry = false
+    if (this.#requested === 'auto' && this.#memory().tries > 0) storageSet('localStorage', this.#memoryKey, null)
   }
 
   /** @param {boolean} ok the poll was answered 200 or 304 */
@@ -572,7 +601,7 @@ export class Connection {
         const first = why === 'silent' || why === 'stalled' ? Math.max(o.sseRetryMs, 4 * o.heartbeatMs) : o.sseRetryMs
         const wait = Math.min(o.rememberFallbackMs, first * 2 ** Math.min(this.#sseTries, 20))
         this.#sseTries++
-        storageSet('localStorage', this.#memoryKey, JSON.stringify({ until: Date.now() + wait, reason: why, tries: this.#sseTries }))
+        storageSet('localStorage', this.#memoryKey, JSON.stringify({ until: Date.now() + wait, reason: why, tries: this.#sseTries, wait }))
         this.#scheduleProbe(wait)
       } else {
         this.#networkSuspect = true
@@ -590,9 +619,7 @@ export class Connection {
     this.#probeTimer = setTimeout(() => {
       if (this.#closed || this.#transport === 'sse') return
       this.#fallbackReason = null
-      this.#use('sse')
-      // A try: its first failure is enough to go back to polling.
-      if (this.#driver instanceof SSEDriver) this.#driver.strikes = SSE_FAILURES - 1
+      this.#use('sse', true)
     }, Math.max(0, ms) * (1 + Math.random() * 0.1))
   }
 
@@ -626,6 +653,7 @@ export class Connection {
       isFatal: (err) => this.#isFatal(err),
       fail: (err) => this.#shutdown(err),
       sseOpened: () => this.#sseOpened(),
+      sseWorked: () => this.#sseWorked(),
       sseFailed: (reason) => this.#sseFailed(reason),
       pollAnswered: (ok) => this.#pollAnswered(ok),
     }
@@ -853,7 +881,7 @@ export class Connection {
  *   ingest: (envs: any[]) => void, advance: (id: string) => void, reset: (data: unknown) => void,
  *   report: (err: unknown) => void, status: (state: Status['state'], detail?: Partial<Status>) => void,
  *   isFatal: (err: unknown) => boolean, fail: (err: unknown) => void,
- *   sseOpened: () => void, sseFailed: (reason: string) => boolean, pollAnswered: (ok: boolean) => void,
+ *   sseOpened: () => void, sseWorked: () => void, sseFailed: (reason: string) => boolean, pollAnswered: (ok: boolean) => void,
  * }} Port
  */
 
@@ -889,6 +917,7 @@ class SSEDriver {
   planned = false // the reconnection under way is the one a drain frame asked for
   holdUntil = 0 // no reconnection before this (drain frame, Retry-After), even when the page shows
   openedAt = 0
+  worked = false // something came through a stream of this driver
   /** @type {ReturnType<typeof setTimeout> | undefined} */ retryTimer
   /** @type {ReturnType<typeof setTimeout> | undefined} */ watchdog
   /** @type {ReturnType<typeof setTimeout> | undefined} */ auditTimer
@@ -966,12 +995,14 @@ class SSEDriver {
         port.report(new Error(`coursestream: an SSE event is not JSON: ${String(data).slice(0, 200)}`))
         return
       }
+      this.cameThrough()
       port.ingest([env])
       this.armAudit()
     }
     for (const t of port.listenTypes) es.addEventListener(t, onMessage)
     es.addEventListener('reset', (e) => {
       if (es !== this.es) return
+      this.cameThrough()
       let data = null
       try { data = JSON.parse(/** @type {MessageEvent} */ (e).data) } catch { /* reported by reset */ }
       port.reset(data)
@@ -979,6 +1010,7 @@ class SSEDriver {
     })
     es.addEventListener(DRAIN_EVENT, (e) => {
       if (es !== this.es) return
+      this.cameThrough()
       let ms = NaN
       try {
         const v = JSON.parse(/** @type {MessageEvent} */ (e).data)?.retryMs
@@ -1098,6 +1130,14 @@ class SSEDriver {
       this.probing = false
       this.probeAbort = null
     }
+  }
+
+  /** A frame came through: SSE works here (the failure count starts again). */
+  cameThrough() {
+    if (this.worked) return
+    this.worked = true
+    this.strikes = 0
+    this.port.sseWorked()
   }
 
   armAudit() {

@@ -87,6 +87,12 @@ test('auto: a 503 steering to polling falls back, is remembered, and SSE comes b
   }
 })
 
+/** The sse-fallback record of the page's origin (localStorage), parsed; null when there is none. */
+const fallbackRecord = (page) => page.evaluate(() => {
+  const m = Object.entries(localStorage).find(([k]) => k.startsWith('coursestream:sse-fallback:'))
+  return m ? JSON.parse(m[1]) : null
+})
+
 test('auto: after a fallback SSE is tried again, after a wait that doubles while it fails, and comes back', { timeout: TEST_TIMEOUT }, async () => {
   const { page, problems, context } = await openPage(browser)
   // The network drops every stream request (EventSource and the fetch that
@@ -96,28 +102,48 @@ test('auto: after a fallback SSE is tried again, after a wait that doubles while
   const course = courseID('comes-back')
   await page.evaluate((c) => window.start('a', { courseId: c, sseRetryMs: 1_000 }), course)
   await waitStatus(page, 'a', 'open', 'poll')
-  const tries = () => page.evaluate(() => {
-    const m = Object.entries(localStorage).find(([k]) => k.startsWith('coursestream:sse-fallback:'))
-    return m ? JSON.parse(m[1]).tries : 0
-  })
-  assert.equal(await tries(), 1, 'the fallback is remembered, with its count of tries')
+  let rec = await fallbackRecord(page)
+  assert.equal(rec.tries, 1, 'the fallback is remembered, with its count of tries')
+  assert.equal(rec.wait, 1_000, 'the first wait is sseRetryMs')
   // The try after 1 s fails at once (one failure is enough for a try):
   // back to polling, the next wait 2 s.
   await page.waitForFunction(() => window.C.a.rec.statuses.filter((s) => s.state === 'open' && s.transport === 'poll').length >= 2, null, { timeout: 15_000 })
-  assert.equal(await tries(), 2)
+  rec = await fallbackRecord(page)
+  assert.deepEqual([rec.tries, rec.wait], [2, 2_000], 'the wait doubled')
+  const sseTries = await page.evaluate(() => window.C.a.rec.statuses.filter((s) => s.state === 'connecting' && s.transport === 'sse').length)
+  assert.equal(sseTries, 2, 'the first stream and one try, no retries within the try')
   await publishMany(course, 3, chapter)
   await waitEvents(page, 'a', 3)
 
-  // The network lets streams through again: the next try gets SSE back,
-  // and the memory is cleared.
+  // The network lets streams through again: the next try gets SSE back;
+  // the memory goes once an event has come through it.
   await page.unroute(blocked)
   await waitStatus(page, 'a', 'open', 'sse')
   assert.equal(await page.evaluate(() => window.C.a.conn.status.reason ?? null), null)
-  assert.equal(await tries(), 0)
   await publishMany(course, 3, chapter)
   await waitEvents(page, 'a', 6)
+  assert.equal(await fallbackRecord(page), null)
   await settle(page, 'a', course)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 7), 'nothing lost or repeated across sse -> poll -> sse')
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, [/ERR_FAILED|net::/]), [])
+})
+
+test('auto: a new connection after a remembered wait is over starts with a try of SSE, and the wait goes on doubling', { timeout: TEST_TIMEOUT }, async () => {
+  const { page, problems, context } = await openPage(browser)
+  const blocked = '**/v1/courses/*/events*'
+  await page.route(blocked, (r) => r.abort())
+  // What an earlier page left: 3 failed tries, the last wait over.
+  await page.evaluate(() => localStorage.setItem(`coursestream:sse-fallback:${location.origin}/`,
+    JSON.stringify({ until: Date.now() - 1_000, reason: 'unreachable', tries: 3, wait: 4_000 })))
+  const course = courseID('lapsed')
+  await page.evaluate((c) => window.start('a', { courseId: c, sseRetryMs: 1_000 }), course)
+  await waitStatus(page, 'a', 'open', 'poll')
+  const statuses = await page.evaluate(() => window.C.a.rec.statuses)
+  assert.equal(statuses[0].transport, 'sse', 'it starts on SSE')
+  assert.equal(statuses.filter((s) => s.state === 'reconnecting' && s.transport === 'sse').length, 0, 'one failure ends the try')
+  const rec = await fallbackRecord(page)
+  assert.deepEqual([rec.tries, rec.wait], [4, 8_000], 'the wait goes on from the remembered tries')
   await context.close()
   assert.deepEqual(unexpectedProblems(problems, [/ERR_FAILED|net::/]), [])
 })
@@ -194,7 +220,7 @@ test('auto falls back when an open stream brings nothing that a poll sees (a buf
   try {
     const { page, problems, context } = await openPage(browser, { base: proxy.url })
     const course = courseID('buffered')
-    await page.evaluate((c) => window.start('a', { courseId: c, heartbeatMs: 500 }), course)
+    await page.evaluate((c) => window.start('a', { courseId: c, heartbeatMs: 500, sseRetryMs: 1_000 }), course)
     await waitStatus(page, 'a', 'open', 'sse') // the headers got through
     await publishMany(course, 3, chapter)
     // The audit (after 2 silent heartbeats) sees events 1-3 that the
@@ -202,8 +228,19 @@ test('auto falls back when an open stream brings nothing that a poll sees (a buf
     await waitStatus(page, 'a', 'open', 'poll')
     assert.equal(await page.evaluate(() => window.C.a.conn.status.reason), 'stalled')
     await waitEvents(page, 'a', 3)
+    // A stream that brought nothing costs 2 heartbeats to find out: the
+    // first wait is 4 of them (heartbeatMs 500, over sseRetryMs 1 s).
+    let rec = await fallbackRecord(page)
+    assert.deepEqual([rec.tries, rec.wait], [1, 2_000])
+    // The try opens (the headers get through) and brings nothing again:
+    // it counts as failed, although it opened.
+    await waitStatus(page, 'a', 'open', 'sse')
+    await publish(course, 'chapter-update-complete', { chapterId: 'ch-4' })
+    await page.waitForFunction(() => window.C.a.rec.statuses.filter((s) => s.state === 'open' && s.transport === 'poll').length >= 2, null, { timeout: 20_000 })
+    rec = await fallbackRecord(page)
+    assert.deepEqual([rec.tries, rec.wait], [2, 4_000])
     await settle(page, 'a', course)
-    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 4))
+    assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5))
     await context.close()
     assert.deepEqual(unexpectedProblems(problems), [])
   } finally {

@@ -39,3 +39,28 @@ test('isReset tells resets from envelopes', () => {
   assert.equal(isReset({ type: 'reset', courseId: 'c', lastEventId: '3' }), true)
   assert.equal(isReset({ id: '3', type: 'chapter-update-complete', courseId: 'c', data: {}, timestamp: 1 }), false)
 })
+
+test("transport 'sse' without EventSource is a TypeError from connect", () => {
+  assert.equal(typeof globalThis.EventSource, 'undefined') // Node
+  assert.throws(() => connect({ baseUrl: 'http://127.0.0.1:9', courseId: 'c1', transport: 'sse' }), /EventSource/)
+})
+
+test('the position request leaves from within connect() (before what the caller does next)', () => {
+  const real = globalThis.fetch
+  const calls = []
+  globalThis.fetch = (url, init) => {
+    calls.push(String(url))
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason)))
+  }
+  try {
+    const c = connect({ baseUrl: 'http://127.0.0.1:9', courseId: 'c1', transport: 'poll', persist: false })
+    assert.deepEqual(calls, ['http://127.0.0.1:9/v1/courses/c1/poll?after=9007199254740991'])
+    c.close()
+    // A token function is asked first: its request waits for the answer.
+    const t = connect({ baseUrl: 'http://127.0.0.1:9', courseId: 'c1', transport: 'poll', persist: false, token: async () => 'x' })
+    assert.equal(calls.length, 1)
+    t.close()
+  } finally {
+    globalThis.fetch = real
+  }
+})
