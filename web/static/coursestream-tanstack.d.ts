@@ -61,3 +61,6 @@ export declare const DEFAULT_INVALIDATIONS: Readonly<Record<string, Invalidation
 export declare function defaultProgress(event: CourseEvent<any>, keys: CourseKeys): ProgressUpdate
 /** A stable hash of a query key (object keys sorted), as TanStack's hashKey. */
 export declare function hashQueryKey(key: QueryKey): string
+
+/** The same function, as the default export. */
+export default bindCourseQueries

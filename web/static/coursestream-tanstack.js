@@ -216,3 +216,5 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
     updates.clear()
   }
 }
+
+export default bindCourseQueries

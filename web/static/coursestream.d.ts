@@ -176,3 +176,6 @@ export declare const DEFAULTS: Readonly<{
 
 /** Full-jitter backoff: a random delay in [0, min(max, base * 2^attempt)). */
 export declare function backoffDelay(attempt: number, base: number, max: number): number
+
+/** The same function, as the default export. */
+export default connect

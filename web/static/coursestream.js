@@ -417,7 +417,7 @@ export class Connection {
       if (Number.isFinite(ms) && ms >= 0) {
         timer = setTimeout(() => {
           w.done()
-          reject(domError('TimeoutError', `no event with operationId ${operationId} within ${ms}ms`))
+          reject(domError('TimeoutError', `timeout: no event with operationId ${operationId} within ${ms}ms`))
         }, ms)
       }
       signal?.addEventListener('abort', onAbort, { once: true })
@@ -1312,3 +1312,5 @@ class PollDriver {
     this.schedule(delay)
   }
 }
+
+export default connect

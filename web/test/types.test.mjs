@@ -32,6 +32,7 @@ for (const name of ['coursestream', 'coursestream-tanstack']) {
     const mod = await import(`../static/${name}.js`)
     const dts = await readFile(new URL(`../static/${name}.d.ts`, import.meta.url), 'utf8')
     const declared = [...dts.matchAll(/^export declare (?:function|const|class) (\w+)/gm)].map((m) => m[1])
+    if (/^export default \w+$/m.test(dts)) declared.push('default')
     assert.deepEqual(declared.sort(), Object.keys(mod).sort())
   })
 }

@@ -1,7 +1,8 @@
 // The library's pure parts, in Node: option checks, the backoff, isReset.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { connect, backoffDelay, isReset, DEFAULTS } from '../static/coursestream.js'
+import connectDefault, { connect, backoffDelay, isReset, DEFAULTS } from '../static/coursestream.js'
+import bindDefault, { bindCourseQueries } from '../static/coursestream-tanstack.js'
 
 test('connect refuses bad options with a TypeError, before any request', () => {
   const base = { baseUrl: 'http://127.0.0.1:9', courseId: 'course-1' }
@@ -63,4 +64,9 @@ test('the position request leaves from within connect() (before what the caller 
   } finally {
     globalThis.fetch = real
   }
+})
+
+test('the default exports are connect and bindCourseQueries', () => {
+  assert.equal(connectDefault, connect)
+  assert.equal(bindDefault, bindCourseQueries)
 })
