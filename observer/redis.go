@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -167,33 +166,18 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	case cfg.URL != "" && len(cfg.Cluster) > 0:
 		return nil, errors.New("redis: give a URL or cluster addresses, not both")
 	case len(cfg.Cluster) > 0:
-		r.cluster = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                    cfg.Cluster,
-			ContextTimeoutEnabled:    true,
-			MaxRetries:               -1, // a publish must not be sent twice
-			MaintNotificationsConfig: noMaintNotifications(),
-		})
+		r.cluster = newClusterClient(cfg.Cluster)
 		r.rdb = r.cluster
 	case cfg.URL != "":
 		opt, err := redis.ParseURL(cfg.URL)
 		if err != nil {
 			return nil, fmt.Errorf("redis url %q: %w", cfg.URL, err)
 		}
-		opt.ContextTimeoutEnabled = true
-		opt.MaxRetries = -1 // a publish must not be sent twice
-		opt.MaintNotificationsConfig = noMaintNotifications()
-		r.rdb = redis.NewClient(opt)
+		r.rdb = newSingleClient(opt)
 	default:
 		return nil, errors.New("redis: a URL or cluster addresses are required")
 	}
 	return r, nil
-}
-
-// noMaintNotifications turns off go-redis' handling of Redis Enterprise
-// maintenance notifications: it starts a goroutine in the constructor and
-// asks every new connection for something Redis 7 does not have.
-func noMaintNotifications() *maintnotifications.Config {
-	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 // Observer returns the observer that fans events out to local listeners.

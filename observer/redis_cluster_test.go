@@ -129,3 +129,39 @@ func TestRedisClusterShardedFanIn(t *testing.T) {
 	}
 	t.Logf("%d events published during the move; %d recovered from history", during, met.get(func(m *testMetrics) int { return m.recovered }))
 }
+
+// TestClusterNodeAndNewClient: ClusterNode tells a cluster node from a
+// single Redis (and from one that cannot be reached), and NewClient on
+// one node's URL publishes to courses of every node of the cluster.
+func TestClusterNodeAndNewClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	single := startRedis(t, redistest.Options{})
+	if addr, ok := ClusterNode(ctx, single.URL()); ok {
+		t.Fatalf("a single Redis was taken for a cluster node (%s)", addr)
+	}
+	if _, ok := ClusterNode(ctx, "redis://127.0.0.1:1/0"); ok {
+		t.Fatal("an unreachable Redis was taken for a cluster node")
+	}
+	cl := redistest.StartCluster(t, 3)
+	if addr, ok := ClusterNode(ctx, cl.Nodes[1].URL()); !ok || addr != cl.Nodes[1].Addr {
+		t.Fatalf("cluster node %s: ClusterNode = %q, %v", cl.Nodes[1].Addr, addr, ok)
+	}
+	runRedis(t, RedisConfig{Cluster: cl.Addrs()}) // loads the library on every master
+	rdb, err := NewClient(ctx, cl.Nodes[1].URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	for i, found := 0, map[int]bool{}; len(found) < 3; i++ {
+		id := "nc-" + strconv.Itoa(i)
+		n := cl.Owner(slotOf(id))
+		if found[n] {
+			continue
+		}
+		found[n] = true
+		if got, err := PublishFCALL(ctx, rdb, Message{CourseID: id, Type: "upload-complete", Data: json.RawMessage(`{}`)}); err != nil || got != 1 {
+			t.Fatalf("publishing to %s (node %d) through node 1's client: id %d, %v", id, n, got, err)
+		}
+	}
+}

@@ -8,10 +8,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"coursestream/observer"
 )
@@ -46,8 +44,10 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 			return nil, "", usagef("--redis-url: %v", err)
 		}
 		rc.URL = cfg.RedisURL
-		redis.SetLogger(goRedisLog{log}) // before the first client: its dial errors go to the log
-		if addr, ok := clusterNode(cfg.RedisURL); ok {
+	}
+	redis.SetLogger(goRedisLog{log}) // before the first client: its dial errors go to the log
+	if rc.URL != "" {
+		if addr, ok := observer.ClusterNode(context.Background(), rc.URL); ok {
 			// A node of a Redis Cluster behind --redis-url: the cluster it
 			// belongs to, with sharded pub/sub (a plain client would get
 			// MOVED for the courses of the other nodes).
@@ -59,7 +59,6 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 	if err != nil {
 		return nil, "", usagef("--redis-url: %v", err)
 	}
-	redis.SetLogger(goRedisLog{log})
 	return r, mode, nil
 }
 
@@ -71,17 +70,9 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 	if err != nil {
 		return "", usagef("--redis-url %q: want redis://HOST:PORT/DB", cfg.RedisURL)
 	}
-	var rdb redis.UniversalClient
-	if addr, ok := clusterNode(cfg.RedisURL); ok {
-		rdb = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: []string{addr}, ContextTimeoutEnabled: true, MaxRetries: -1,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-		})
-	} else {
-		opt.ContextTimeoutEnabled = true
-		opt.MaxRetries = -1 // never publish twice
-		opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		rdb = redis.NewClient(opt)
+	rdb, err := observer.NewClient(ctx, cfg.RedisURL)
+	if err != nil {
+		return "", usageError{err}
 	}
 	defer rdb.Close()
 	id, err := observer.PublishFCALL(ctx, rdb, msg)
@@ -92,34 +83,9 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 				return "", usageError{err}
 			}
 		}
-		return "", fmt.Errorf("publish to Redis %s: %w", opt.Addr, err)
+		return "", fmt.Errorf("publish to Redis %s: %w", opt.Addr, err) // not the URL: it may hold a password
 	}
 	return strconv.FormatUint(id, 10), nil
-}
-
-// clusterProbeTimeout bounds the look at --redis-url done at start.
-const clusterProbeTimeout = 2 * time.Second
-
-// clusterNode tells whether the Redis at url is a node of a Redis Cluster
-// (INFO cluster: cluster_enabled:1), and its address. A Redis that cannot
-// be reached now is taken for a single one.
-func clusterNode(url string) (string, bool) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return "", false
-	}
-	opt.MaxRetries = -1
-	opt.DialerRetries = 1 // one look: an unreachable Redis is a single one
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), clusterProbeTimeout)
-	defer cancel()
-	info, err := rdb.Info(ctx, "cluster").Result()
-	if err != nil {
-		return "", false
-	}
-	return opt.Addr, strings.Contains(info, "cluster_enabled:1")
 }
 
 // goRedisLog sends go-redis' own messages to the service log: a message
