@@ -177,6 +177,16 @@ func TestCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("an unlisted origin was allowed")
 	}
+	resp, _ = do(t, "OPTIONS", s.url("/v1/courses/c1/poll"), map[string]string{
+		"Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
+	}, "")
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight of an unlisted origin: %d %v, want 200 and no CORS headers", resp.StatusCode, resp.Header)
+	}
+	// An OPTIONS that is no preflight reaches the routes: none takes it.
+	if resp, _ = do(t, "OPTIONS", s.url("/v1/courses/c1/poll"), nil, ""); resp.StatusCode != 405 {
+		t.Fatalf("OPTIONS without a preflight's headers: %d, want 405", resp.StatusCode)
+	}
 }
 
 func TestMaxConnectionsFallback(t *testing.T) {

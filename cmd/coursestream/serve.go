@@ -269,20 +269,19 @@ func corsHandler(origins []string) func(http.Handler) http.Handler {
 		ExposedHeaders:   []string{"ETag", "Retry-After"},
 		AllowCredentials: !slices.Contains(origins, "*"),
 		MaxAge:           600,
+		// cors hands the preflight on once its headers are set, so that
+		// they are respelled below; it is answered there.
+		OptionsPassthrough: true,
 	})
 	return func(next http.Handler) http.Handler {
-		// cors has set the headers of an actual request when it calls
-		// next; a preflight's are set when it writes its status.
-		inner := c(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return c(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			respellCORS(w.Header())
+			if _, origin := r.Header["Origin"]; origin && r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				w.WriteHeader(http.StatusOK) // a preflight (as cors tells one): answered
+				return
+			}
 			next.ServeHTTP(w, r)
 		}))
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-				w = &preflightWriter{ResponseWriter: w}
-			}
-			inner.ServeHTTP(w, r)
-		})
 	}
 }
 
@@ -298,30 +297,6 @@ func respellCORS(h http.Header) {
 		}
 	}
 }
-
-// preflightWriter respells the CORS headers of a preflight answer as its
-// status is written.
-type preflightWriter struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (p *preflightWriter) WriteHeader(code int) {
-	if !p.wrote {
-		p.wrote = true
-		respellCORS(p.Header())
-	}
-	p.ResponseWriter.WriteHeader(code)
-}
-
-func (p *preflightWriter) Write(b []byte) (int, error) {
-	if !p.wrote {
-		p.WriteHeader(http.StatusOK)
-	}
-	return p.ResponseWriter.Write(b)
-}
-
-func (p *preflightWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
