@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"coursestream/observer"
@@ -29,12 +28,7 @@ func TestAnnouncedEventMissingFromHistoryResets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h := New(b, Config{Logger: quiet()})
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/courses/{courseId}/events", h)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	defer h.Drain()
+	_, srv := serveHub(t, b, Config{}, func(mux *http.ServeMux, h *Hub) { mux.Handle("GET /v1/courses/{courseId}/events", h) })
 
 	// The broker announces id 9 while the client replays; history only
 	// goes to 3.

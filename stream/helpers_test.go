@@ -34,21 +34,32 @@ type env struct {
 
 func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 	t.Helper()
-	cfg.Logger, mcfg.Logger = quiet(), quiet()
+	mcfg.Logger = quiet()
 	b := observer.NewMemory(mcfg)
+	h, srv := serveHub(t, b, cfg, func(mux *http.ServeMux, h *Hub) {
+		var events http.Handler = h
+		if forceViaHandler {
+			events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(noHijack{w}, r) })
+		}
+		mux.Handle("GET /v1/courses/{courseId}/events", events)
+		mux.Handle("POST /v1/courses/{courseId}/events", NewPublisher(b, PublishConfig{Logger: quiet(), MaxEventBytes: mcfg.MaxEventBytes}))
+	})
+	return &env{t: t, broker: b, hub: h, srv: srv, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+}
+
+// serveHub runs a hub on b behind a real HTTP server whose routes route
+// adds, with Run going; when the test ends it drains the hub, closes the
+// server, closes the hub and stops Run.
+func serveHub(t testing.TB, b observer.Broker, cfg Config, route func(*http.ServeMux, *Hub)) (*Hub, *httptest.Server) {
+	t.Helper()
+	cfg.Logger = quiet()
 	h := New(b, cfg)
 	mux := http.NewServeMux()
-	var events http.Handler = h
-	if forceViaHandler {
-		events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(noHijack{w}, r) })
-	}
-	mux.Handle("GET /v1/courses/{courseId}/events", events)
-	mux.Handle("POST /v1/courses/{courseId}/events", NewPublisher(b, PublishConfig{Logger: quiet(), MaxEventBytes: mcfg.MaxEventBytes}))
+	route(mux, h)
 	srv := httptest.NewServer(mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); _ = h.Run(ctx) }()
-	e := &env{t: t, broker: b, hub: h, srv: srv, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	t.Cleanup(func() {
 		h.Drain()
 		srv.Close()
@@ -56,7 +67,7 @@ func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 		cancel()
 		<-ran
 	})
-	return e
+	return h, srv
 }
 
 func (e *env) publish(course, typ, data string) *observer.Event {

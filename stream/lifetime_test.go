@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,14 +77,9 @@ func (b slowStart) LastID(ctx context.Context, course string) (uint64, error) {
 // ends it; it does not linger open and silent.
 func TestExpiredWhileOpening(t *testing.T) {
 	mem := observer.NewMemory(observer.MemoryConfig{Logger: quiet()})
-	h := New(slowStart{mem, 80 * time.Millisecond}, Config{Logger: quiet(), Heartbeat: 20 * time.Millisecond})
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/courses/{courseId}/events", deadline(h, 30*time.Millisecond))
-	srv := httptest.NewServer(mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = h.Run(ctx) }()
-	defer func() { h.Drain(); srv.Close(); h.Close(); cancel(); <-ran }()
+	h, srv := serveHub(t, slowStart{mem, 80 * time.Millisecond}, Config{Heartbeat: 20 * time.Millisecond}, func(mux *http.ServeMux, h *Hub) {
+		mux.Handle("GET /v1/courses/{courseId}/events", deadline(h, 30*time.Millisecond))
+	})
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get(srv.URL + "/v1/courses/c1/events")
 	if err != nil {
@@ -174,14 +168,7 @@ func (b gatedStart) LastID(ctx context.Context, course string) (uint64, error) {
 func TestClosedWhileOpening(t *testing.T) {
 	mem := observer.NewMemory(observer.MemoryConfig{Logger: quiet()})
 	b := gatedStart{mem, make(chan struct{}), make(chan struct{})}
-	h := New(b, Config{Logger: quiet()})
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/courses/{courseId}/events", h)
-	srv := httptest.NewServer(mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = h.Run(ctx) }()
-	defer func() { srv.Close(); cancel(); <-ran }()
+	h, srv := serveHub(t, b, Config{}, func(mux *http.ServeMux, h *Hub) { mux.Handle("GET /v1/courses/{courseId}/events", h) })
 
 	type result struct {
 		status int
