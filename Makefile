@@ -11,9 +11,9 @@ FUZZ     := observer:FuzzParseEnvelope:100000 observer:FuzzNormalize:100000 poll
             poller:FuzzParse:100000 stream:FuzzParseRequest:100000 internal/auth:FuzzParse:60000 \
             cmd/coursestream:FuzzEndpoints:15000
 
-.PHONY: test deps check unit fuzz run bench
+.PHONY: test deps check unit benchcheck fuzz run bench
 
-test: deps check unit fuzz
+test: deps check unit benchcheck fuzz
 
 deps:
 	@bash .ci/deps
@@ -25,6 +25,11 @@ check:
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
+
+# Every benchmark once: they are not figures here (make bench makes those),
+# only a check that each still runs.
+benchcheck:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
 fuzz:
 	@set -e; for t in $(FUZZ); do \

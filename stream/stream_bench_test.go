@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,6 +88,8 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c := newConn(h, ctx, cancel, request{course: "course-123"})
+	c.fanout = new(atomic.Int32) // as register sets it: a course wide enough that the worker writes
+	c.fanout.Store(inlineFanout + 1)
 	d := newDirect(c, server, raw)
 	d.live = true
 	c.out = d
