@@ -11,13 +11,14 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
+
+	"coursestream/internal/workq"
 )
 
 // Defaults of the Redis broker's knobs.
@@ -86,6 +87,7 @@ type Redis struct {
 	lib      libraryConfig
 	source   string // the library with the limits written in
 	rdb      redis.UniversalClient
+	single   *redis.Client        // nil on a Cluster
 	cluster  *redis.ClusterClient // nil on one Redis
 	obs      *Observer
 	instance string // names this instance's probe channels
@@ -98,14 +100,12 @@ type Redis struct {
 
 	// mu guards courses, subs and the fields of rcourse and psub marked
 	// "under Redis.mu". Lock order: Redis.mu, then rcourse.mu (under which
-	// listeners are called), then fillMu or noteMu.
+	// listeners are called), then the fill queue's lock or noteMu.
 	mu      sync.Mutex
 	courses map[string]*rcourse
 	subs    map[int]*psub // by hash slot; singleSlot on one Redis
 
-	fillMu   sync.Mutex
-	fillQ    []*rcourse
-	fillKick chan struct{} // cap 1
+	fills *workq.Queue[*rcourse] // courses with a gap to fill (see rcourse.startFill)
 
 	noteMu sync.Mutex
 	noted  map[string]bool // malformed kinds and library mismatches already logged
@@ -119,27 +119,13 @@ var (
 // NewRedis returns a Redis broker for cfg. It checks the configuration and
 // builds the client but connects to nothing and starts no goroutine.
 func NewRedis(cfg RedisConfig) (*Redis, error) {
-	if cfg.History <= 0 {
-		cfg.History = DefaultHistory
-	}
-	if cfg.HistoryTTL <= 0 {
-		cfg.HistoryTTL = DefaultHistoryTTL
-	}
-	if cfg.MaxEventBytes <= 0 {
-		cfg.MaxEventBytes = DefaultMaxEventBytes
-	}
-	if cfg.Reconcile <= 0 {
-		cfg.Reconcile = DefaultReconcile
-	}
-	if cfg.SubscribeTimeout <= 0 {
-		cfg.SubscribeTimeout = DefaultSubscribeTimeout
-	}
-	if cfg.ChannelSize <= 0 {
-		cfg.ChannelSize = DefaultChannelSize
-	}
-	if cfg.ChannelSendTimeout <= 0 {
-		cfg.ChannelSendTimeout = DefaultChannelSendTimeout
-	}
+	orDefault(&cfg.History, DefaultHistory)
+	orDefault(&cfg.HistoryTTL, DefaultHistoryTTL)
+	orDefault(&cfg.MaxEventBytes, DefaultMaxEventBytes)
+	orDefault(&cfg.Reconcile, DefaultReconcile)
+	orDefault(&cfg.SubscribeTimeout, DefaultSubscribeTimeout)
+	orDefault(&cfg.ChannelSize, DefaultChannelSize)
+	orDefault(&cfg.ChannelSendTimeout, DefaultChannelSendTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -148,14 +134,14 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}
 	r := &Redis{
 		cfg: cfg, log: cfg.Logger, met: cfg.Metrics,
-		lib:      libraryConfig{History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: cfg.MaxEventBytes, Sharded: len(cfg.Cluster) > 0},
-		obs:      NewObserver(cfg.Logger),
-		stopped:  make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		fillKick: make(chan struct{}, 1),
-		courses:  make(map[string]*rcourse),
-		subs:     make(map[int]*psub),
-		noted:    make(map[string]bool),
+		lib:     libraryConfig{History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: cfg.MaxEventBytes, Sharded: len(cfg.Cluster) > 0},
+		obs:     NewObserver(cfg.Logger),
+		stopped: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		fills:   workq.New[*rcourse](fillWorkers),
+		courses: make(map[string]*rcourse),
+		subs:    make(map[int]*psub),
+		noted:   make(map[string]bool),
 	}
 	r.source = renderLibrary(r.lib)
 	var id [8]byte
@@ -173,11 +159,19 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis url %q: %w", cfg.URL, err)
 		}
-		r.rdb = newSingleClient(opt)
+		r.single = newSingleClient(opt)
+		r.rdb = r.single
 	default:
 		return nil, errors.New("redis: a URL or cluster addresses are required")
 	}
 	return r, nil
+}
+
+// orDefault sets a knob left zero (or negative) to its default.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Observer returns the observer that fans events out to local listeners.
@@ -205,7 +199,7 @@ func (r *Redis) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { r.control(ctx, &wg) })
-	for range fillWorkers {
+	for range r.fills.Workers() {
 		wg.Go(func() { r.fillWorker(ctx) })
 	}
 	wg.Go(func() { r.reconcileLoop(ctx) })
@@ -262,119 +256,6 @@ func storedEvent(m Message, data []byte, id uint64, env string) (*Event, error) 
 		}
 	}
 	return ParseEnvelope(js)
-}
-
-// History implements Broker. The course's sequence and the page are read
-// together by one read-only function call, so Page.LastID (the poll ETag)
-// always matches the events returned.
-//
-// Identical reads in flight at the same time (a reconnect storm: thousands
-// of clients of one course resuming from the same id) share one Redis call;
-// the page they get is shared, and must not be modified.
-func (r *Redis) History(ctx context.Context, courseID string, after uint64, limit int) (Page, error) {
-	if !ValidCourseID(courseID) {
-		return Page{}, fmt.Errorf("%w: %q", ErrInvalidCourseID, truncate(courseID))
-	}
-	if limit <= 0 || limit > MaxPage {
-		limit = MaxPage
-	}
-	// The key holds the last id this instance has announced for the course:
-	// a caller that saw an event announced never joins a read that started
-	// before it, and so always gets that event back.
-	key := courseID + "\x00" + strconv.FormatUint(after, 10) + "\x00" + strconv.Itoa(limit) +
-		"\x00" + strconv.FormatUint(r.announced(courseID), 10)
-	ch := r.reads.DoChan(key, func() (any, error) {
-		// Not the first caller's context: the others share the result.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), historyTimeout)
-		defer cancel()
-		return r.history(rctx, courseID, after, limit)
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return Page{}, res.Err
-		}
-		return res.Val.(Page), nil
-	case <-ctx.Done():
-		return Page{}, ctx.Err()
-	}
-}
-
-// announced returns the id of the last event this instance delivered to
-// the course's listeners (0 when it has none).
-func (r *Redis) announced(courseID string) uint64 {
-	r.mu.Lock()
-	c := r.courses[courseID]
-	r.mu.Unlock()
-	if c == nil {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.last
-}
-
-// historyTimeout bounds one shared history read.
-const historyTimeout = 10 * time.Second
-
-func (r *Redis) history(ctx context.Context, courseID string, after uint64, limit int) (Page, error) {
-	v, err := r.fcall(ctx, true, fnHistory, []string{courseID}, strconv.FormatUint(after, 10), limit)
-	if err != nil {
-		return Page{}, mapError(err)
-	}
-	arr, ok := v.([]any)
-	if !ok || len(arr) == 0 || len(arr)%2 != 1 {
-		return Page{}, fmt.Errorf("%w: unexpected reply from %s", ErrUnavailable, fnHistory)
-	}
-	seq, ok := replyUint(arr[0])
-	if !ok {
-		return Page{}, fmt.Errorf("%w: unexpected sequence %v from %s", ErrUnavailable, arr[0], fnHistory)
-	}
-	p := Page{LastID: seq}
-	switch {
-	case after > seq:
-		p.Reset = true
-		return p, nil
-	case after == seq:
-		return p, nil
-	}
-	if len(arr) == 1 { // nothing retained after `after`, yet the course went on
-		p.Reset = true
-		return p, nil
-	}
-	// The page must continue `after` one id at a time: an id missing
-	// (trimmed, lost with Redis' data, or an entry that is not ours) ends
-	// the page there, and a page that cannot start is a reset: never a
-	// silent gap.
-	p.Events = make([]*Event, 0, len(arr)/2)
-	prev := after
-	for i := 1; i+1 < len(arr); i += 2 {
-		sid, _ := arr[i].(string)
-		env, _ := arr[i+1].(string)
-		id, err := ParseID(strings.TrimSuffix(sid, "-0"))
-		var ev *Event
-		if err == nil && id == prev+1 {
-			var perr error
-			ev, perr = ParseEnvelope([]byte(env))
-			switch {
-			case perr != nil:
-				r.malformed("history", HistoryKey(courseID), env, perr)
-				ev = nil
-			case ev.ID != id || ev.CourseID != courseID:
-				r.malformed("history", HistoryKey(courseID), env, errors.New("the envelope does not match its stream entry"))
-				ev = nil
-			}
-		}
-		if ev == nil {
-			if len(p.Events) == 0 {
-				p.Reset, p.Events = true, nil
-			}
-			return p, nil
-		}
-		p.Events = append(p.Events, ev)
-		prev = id
-	}
-	return p, nil
 }
 
 // LastID implements Broker.
@@ -496,155 +377,12 @@ func (r *Redis) Ready(ctx context.Context) error {
 	return nil
 }
 
-// probe publishes an empty message on each probe channel and returns how
-// many subscribers each reached.
-func (r *Redis) probe(ctx context.Context, channels []string) ([]int64, error) {
-	if len(channels) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.IntCmd, len(channels))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, ch := range channels {
-			if r.cluster != nil {
-				cmds[i] = p.SPublish(ctx, ch, "")
-			} else {
-				cmds[i] = p.Publish(ctx, ch, "")
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]int64, len(cmds))
-	for i, c := range cmds {
-		out[i] = c.Val()
-	}
-	return out, nil
-}
-
-// fcall calls a library function; when Redis no longer has the library
-// (it restarted or was flushed) it loads it again and retries once.
-func (r *Redis) fcall(ctx context.Context, readOnly bool, fn string, keys []string, args ...any) (any, error) {
-	for attempt := 0; ; attempt++ {
-		var v any
-		var err error
-		if readOnly {
-			v, err = r.rdb.FCallRO(ctx, fn, keys, args...).Result()
-		} else {
-			v, err = r.rdb.FCall(ctx, fn, keys, args...).Result()
-		}
-		if attempt == 0 && isFunctionMissing(err) {
-			r.log.Info("redis: the function library is missing; loading it again")
-			r.raiseSequences(ctx) // before anyone can publish again
-			if lerr := r.loadLibrary(ctx); lerr != nil {
-				return nil, lerr
-			}
-			continue
-		}
-		return v, err
-	}
-}
-
-// lossMargin is how far above the highest id an instance delivered a
-// course's sequence continues after Redis lost its data: events published
-// but not yet delivered when the data was lost stay below it.
-const lossMargin = 1000
-
-// raiseScript sets a course's sequence to ARGV[2] when it is below ARGV[1]
-// (missing counts as 0): the data behind the ids this instance delivered
-// is gone. It is a plain script, not part of the library: it runs when the
-// library itself is missing.
-var raiseScript = redis.NewScript(`
-local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if v < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0`)
-
-// raiseSequence makes the course's sequence continue above high after a
-// data loss, and returns the new floor.
-func (r *Redis) raiseSequence(ctx context.Context, courseID string, high uint64) (uint64, error) {
-	floor := high + lossMargin
-	raised, err := raiseScript.Run(ctx, r.rdb, []string{SeqKey(courseID)}, high, floor).Int()
-	if err != nil {
-		return 0, mapError(err)
-	}
-	if raised == 1 {
-		r.log.Warn("redis: the course's sequence was behind the ids delivered (Redis lost its data); it continues above them",
-			slog.String("course", courseID), slog.Uint64("delivered", high), slog.Uint64("from", floor))
-	}
-	return floor, nil
-}
-
 // courseList returns the courses this instance follows, to go through
 // without holding r.mu.
 func (r *Redis) courseList() []*rcourse {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Collect(maps.Values(r.courses))
-}
-
-// raiseSequences raises the sequence of every course with local listeners
-// that Redis lost (see raiseSequence). It runs before the library is loaded
-// again, so that no publish can reuse an id a client already has.
-func (r *Redis) raiseSequences(ctx context.Context) {
-	for _, c := range r.courseList() {
-		c.mu.Lock()
-		high := c.high
-		c.mu.Unlock()
-		if high > 0 {
-			_, _ = r.raiseSequence(ctx, c.id, high)
-		}
-	}
-}
-
-// loadLibrary loads the library with FUNCTION LOAD REPLACE (on every
-// master of a Cluster: a function only touches the keys of its own node).
-func (r *Redis) loadLibrary(ctx context.Context) error {
-	load := func(ctx context.Context, c *redis.Client) error {
-		if err := c.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
-			return fmt.Errorf("FUNCTION LOAD REPLACE on %s: %w", c.Options().Addr, err)
-		}
-		return nil
-	}
-	if r.cluster != nil {
-		return r.cluster.ForEachMaster(ctx, load)
-	}
-	return load(ctx, r.rdb.(*redis.Client))
-}
-
-// checkLibrary asks every node for the library's configuration. A missing
-// library is loaded again when repair is set, else reported; a library
-// loaded by an instance with other limits is logged once.
-func (r *Redis) checkLibrary(ctx context.Context, repair bool) error {
-	check := func(ctx context.Context, c *redis.Client) error {
-		got, err := c.FCallRO(ctx, fnConfig, nil).Text()
-		switch {
-		case isFunctionMissing(err) && repair:
-			r.log.Info("redis: the function library is missing; loading it again", slog.String("node", c.Options().Addr))
-			r.raiseSequences(ctx) // before anyone can publish again
-			if err := c.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
-				return mapError(err)
-			}
-			return nil
-		case isFunctionMissing(err):
-			return fmt.Errorf("%w: the %s function library is not loaded on %s", ErrUnavailable, LibraryName, c.Options().Addr)
-		case err != nil:
-			return mapError(err)
-		case got != r.lib.fingerprint():
-			if r.noteOnce("library:" + got) {
-				r.log.Warn("redis: the function library was loaded by an instance with other limits; instances sharing a Redis must use the same --history, --history-ttl and --max-event-bytes",
-					slog.String("node", c.Options().Addr), slog.String("loaded", got), slog.String("ours", r.lib.fingerprint()))
-			}
-		}
-		return nil
-	}
-	if r.cluster != nil {
-		return r.cluster.ForEachMaster(ctx, check)
-	}
-	return check(ctx, r.rdb.(*redis.Client))
 }
 
 // noteOnce reports whether key is seen for the first time.

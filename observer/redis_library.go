@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Redis side of the contract: key names (every key of a course shares
-// the hash tag {courseId}), the function library and its functions.
+// The function library's side of the Redis contract (the key names are in
+// redis_keys.go): the library, its functions and their error replies.
 const (
 	// LibraryName is the name of the Redis function library.
 	LibraryName = "coursestream"
@@ -29,25 +30,6 @@ const (
 	// ErrorPrefix starts the error reply of every refused FCALL.
 	ErrorPrefix = "ERR coursestream: "
 )
-
-// SeqKey is the key of a course's sequence (it never expires).
-func SeqKey(courseID string) string { return "coursestream:{" + courseID + "}:seq" }
-
-// HistoryKey is the key of a course's history stream (entry ids <seq>-0).
-func HistoryKey(courseID string) string { return "coursestream:{" + courseID + "}:history" }
-
-// ChannelName is the pub/sub channel of a course (message: the envelope).
-func ChannelName(courseID string) string { return "coursestream:{" + courseID + "}:events" }
-
-// courseOfChannel returns the course id of a channel named by ChannelName.
-func courseOfChannel(ch string) (string, bool) {
-	const pre, suf = "coursestream:{", "}:events"
-	if !strings.HasPrefix(ch, pre) || !strings.HasSuffix(ch, suf) || len(ch) <= len(pre)+len(suf) {
-		return "", false
-	}
-	id := ch[len(pre) : len(ch)-len(suf)]
-	return id, ValidCourseID(id)
-}
 
 //go:embed redis.lua
 var librarySource string
@@ -95,45 +77,6 @@ func isFunctionMissing(err error) bool {
 	return errors.As(err, &re) && strings.Contains(err.Error(), "Function not found")
 }
 
-// The validation errors of the library, by the reason that follows
-// ErrorPrefix, mapped to the same sentinels as the embedded broker's.
-var libraryErrors = []struct {
-	reason string
-	err    error
-}{
-	{"invalid course id", ErrInvalidCourseID},
-	{"invalid event type", ErrInvalidType},
-	{"invalid data", ErrInvalidData},
-	{"invalid operation id", ErrInvalidOperationID},
-	{"event too large", ErrTooLarge},
-}
-
-// ErrRefused is wrapped by an error reply of the library that is not one of
-// the field errors (wrong number of arguments, a damaged sequence key).
-var ErrRefused = errors.New("refused by the coursestream function")
-
-// mapError turns a Redis error into the observer's errors: the library's
-// refusals into the validation sentinels (so HTTP answers 400/413 as with
-// the embedded broker), anything else into ErrUnavailable.
-func mapError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		msg := err.Error()
-		if rest, ok := strings.CutPrefix(msg, ErrorPrefix); ok {
-			for _, le := range libraryErrors {
-				if detail, ok := strings.CutPrefix(rest, le.reason); ok {
-					return fmt.Errorf("%w%s", le.err, detail)
-				}
-			}
-			return fmt.Errorf("%w: %s", ErrRefused, rest)
-		}
-	}
-	return fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
-}
-
 // fcallArgs are the FCALL arguments of a message, as the contract lists them.
 func fcallArgs(m Message, data []byte) []any {
 	args := []any{m.Type, data}
@@ -169,24 +112,77 @@ func PublishFCALL(ctx context.Context, c FunctionCaller, m Message) (uint64, err
 	return uint64(res), nil
 }
 
-// slotOf is the Redis Cluster hash slot of a key (CRC16/XMODEM of the hash
-// tag, or of the whole key without one, modulo 16384).
-func slotOf(key string) int {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
+// eachNode runs f on the one Redis, or on every master of a Cluster (a
+// function only touches the keys of its own node).
+func (r *Redis) eachNode(ctx context.Context, f func(ctx context.Context, node *redis.Client) error) error {
+	if r.cluster != nil {
+		return r.cluster.ForEachMaster(ctx, f)
 	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
+	return f(ctx, r.single)
+}
+
+// loadLibrary loads the library with FUNCTION LOAD REPLACE on every node.
+func (r *Redis) loadLibrary(ctx context.Context) error { return r.eachNode(ctx, r.loadOn) }
+
+// loadOn loads the library on one node.
+func (r *Redis) loadOn(ctx context.Context, node *redis.Client) error {
+	if err := node.FunctionLoadReplace(ctx, r.source).Err(); err != nil {
+		return fmt.Errorf("FUNCTION LOAD REPLACE on %s: %w", node.Options().Addr, err)
 	}
-	return int(crc) % 16384
+	return nil
+}
+
+// repairLibrary loads the library again where Redis lost it (it restarted
+// without persistence, or FUNCTION FLUSH ran): on node, or on every node
+// when node is nil. The sequences of the courses with local listeners are
+// raised first, so that no publish can reuse an id a client already has.
+func (r *Redis) repairLibrary(ctx context.Context, node *redis.Client) error {
+	attrs := []any{}
+	if node != nil {
+		attrs = append(attrs, slog.String("node", node.Options().Addr))
+	}
+	r.log.Info("redis: the function library is missing; loading it again", attrs...)
+	r.raiseSequences(ctx)
+	if node != nil {
+		return r.loadOn(ctx, node)
+	}
+	return r.loadLibrary(ctx)
+}
+
+// checkLibrary asks every node for the library's configuration. A missing
+// library is loaded again when repair is set, else reported; a library
+// loaded by an instance with other limits is logged once.
+func (r *Redis) checkLibrary(ctx context.Context, repair bool) error {
+	return r.eachNode(ctx, func(ctx context.Context, node *redis.Client) error {
+		got, err := node.FCallRO(ctx, fnConfig, nil).Text()
+		switch {
+		case isFunctionMissing(err) && repair:
+			return r.repairLibrary(ctx, node)
+		case isFunctionMissing(err):
+			return fmt.Errorf("%w: the %s function library is not loaded on %s", ErrUnavailable, LibraryName, node.Options().Addr)
+		case err != nil:
+			return mapError(err)
+		case got != r.lib.fingerprint() && r.noteOnce("library:"+got):
+			r.log.Warn("redis: the function library was loaded by an instance with other limits; instances sharing a Redis must use the same --history, --history-ttl and --max-event-bytes",
+				slog.String("node", node.Options().Addr), slog.String("loaded", got), slog.String("ours", r.lib.fingerprint()))
+		}
+		return nil
+	})
+}
+
+// fcall calls a library function; when Redis no longer has the library
+// it loads it again and retries once.
+func (r *Redis) fcall(ctx context.Context, readOnly bool, fn string, keys []string, args ...any) (any, error) {
+	call := r.rdb.FCall
+	if readOnly {
+		call = r.rdb.FCallRO
+	}
+	v, err := call(ctx, fn, keys, args...).Result()
+	if isFunctionMissing(err) {
+		if err := r.repairLibrary(ctx, nil); err != nil {
+			return nil, err
+		}
+		v, err = call(ctx, fn, keys, args...).Result()
+	}
+	return v, err
 }
