@@ -2,8 +2,9 @@
 // on a free loopback port in a temporary directory, stopped and restarted on
 // the same port, or a Redis Cluster of several masters.
 //
-// Require skips a test when redis-server is missing, except under CI=true
-// where it fails it: CI must not pass by skipping the Redis tests.
+// Start and StartCluster skip a test when redis-server is missing, except
+// under CI=true where they fail it: CI must not pass by skipping the Redis
+// tests.
 package redistest
 
 import (
@@ -29,20 +30,20 @@ import (
 // startWait bounds how long a server may take to accept connections.
 const startWait = 15 * time.Second
 
-// Binary returns the redis-server to run: $REDIS_SERVER, else redis-server
+// binary returns the redis-server to run: $REDIS_SERVER, else redis-server
 // from PATH.
-func Binary() (string, error) {
+func binary() (string, error) {
 	if p := os.Getenv("REDIS_SERVER"); p != "" {
 		return exec.LookPath(p)
 	}
 	return exec.LookPath("redis-server")
 }
 
-// Require returns the redis-server binary. Without one it skips the test,
+// require returns the redis-server binary. Without one it skips the test,
 // or fails it when CI=true.
-func Require(tb testing.TB) string {
+func require(tb testing.TB) string {
 	tb.Helper()
-	bin, err := Binary()
+	bin, err := binary()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("redis-server is required (CI=true): %v; install it (apt-get install redis-server) or set REDIS_SERVER", err)
@@ -74,7 +75,6 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *lockedBuffer
 }
 
 // Start runs redis-server on a free loopback port and returns once it
@@ -86,7 +86,7 @@ func Start(tb testing.TB, opt Options) *Server {
 
 func start(tb testing.TB, opt Options, cluster bool) *Server {
 	tb.Helper()
-	bin := Require(tb)
+	bin := require(tb)
 	dir := tb.TempDir()
 	var lastErr error
 	for range 5 { // a port picked as free may be taken before redis binds it
@@ -159,23 +159,13 @@ func (s *Server) launch() error {
 		return fmt.Errorf("redis-server not ready after %s:\n%s", startWait, log.String())
 	}
 	s.mu.Lock()
-	s.cmd, s.exited, s.log = cmd, exited, log
+	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
 	return nil
 }
 
 // URL is the server's redis:// URL, database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
-
-// Log returns what the server has logged so far.
-func (s *Server) Log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.log == nil {
-		return ""
-	}
-	return s.log.String()
-}
 
 // Stop shuts the server down (SIGTERM; with AOF the data is kept) and
 // waits for it to exit.
@@ -348,17 +338,11 @@ func (c *Cluster) Owner(slot int) int {
 	return owners(slot)
 }
 
-// MoveSlot migrates slot (its keys, then its ownership) to node `to` and
-// returns once every node agrees. A node that loses a slot ends the shard
-// channel subscriptions in it with a server-sent SUNSUBSCRIBE.
-func (c *Cluster) MoveSlot(slot, to int) {
-	c.tb.Helper()
-	c.BeginMove(slot, to)()
-}
-
 // BeginMove marks slot as migrating to node `to` (IMPORTING on it,
 // MIGRATING on its owner) and returns the function that moves the keys and
-// the ownership. Between the two, the slot is in the middle of a resharding.
+// the ownership, returning once every node agrees. Between the two, the
+// slot is in the middle of a resharding. A node that loses a slot ends the
+// shard channel subscriptions in it with a server-sent SUNSUBSCRIBE.
 func (c *Cluster) BeginMove(slot, to int) (finish func()) {
 	c.tb.Helper()
 	from := c.Owner(slot)

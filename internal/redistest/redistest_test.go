@@ -56,7 +56,7 @@ func TestCluster(t *testing.T) {
 	if err := n0.Set(ctx, key, "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c.MoveSlot(slot, 2)
+	c.BeginMove(slot, 2)()
 	if c.Owner(slot) != 2 {
 		t.Fatalf("slot %d owned by %d after the move", slot, c.Owner(slot))
 	}
