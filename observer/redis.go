@@ -290,6 +290,18 @@ func (r *Redis) Subscribe(ctx context.Context, courseID string, l Listener) (fun
 		return nil, fmt.Errorf("%w: the Redis broker is stopped", ErrUnavailable)
 	default:
 	}
+	c, release := r.join(courseID, l)
+	if err := r.awaitPosition(ctx, c); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+// join adds l to the listeners of a course, the course to those the
+// subscription control subscribes (for its first listener), and returns
+// the function that undoes both, once.
+func (r *Redis) join(courseID string, l Listener) (*rcourse, func()) {
 	r.mu.Lock()
 	c := r.courses[courseID]
 	if c == nil {
@@ -302,7 +314,7 @@ func (r *Redis) Subscribe(ctx context.Context, courseID string, l Listener) (fun
 
 	unlisten := r.obs.Subscribe(courseID, l)
 	var once sync.Once
-	release := func() {
+	return c, func() {
 		once.Do(func() {
 			unlisten()
 			r.mu.Lock()
@@ -314,10 +326,14 @@ func (r *Redis) Subscribe(ctx context.Context, courseID string, l Listener) (fun
 			}
 		})
 	}
+}
 
+// awaitPosition waits until Redis has confirmed the course's subscription
+// and its position is known, within SubscribeTimeout.
+func (r *Redis) awaitPosition(ctx context.Context, c *rcourse) error {
 	select {
 	case <-c.ready:
-		return release, nil
+		return nil
 	default:
 	}
 	// Not subscribed yet: when Redis does not even answer, say so now
@@ -326,23 +342,19 @@ func (r *Redis) Subscribe(ctx context.Context, courseID string, l Listener) (fun
 	err := r.rdb.Ping(pctx).Err()
 	cancel()
 	if err != nil {
-		release()
-		return nil, fmt.Errorf("%w: subscribing to %s: %w", ErrUnavailable, courseID, err)
+		return fmt.Errorf("%w: subscribing to %s: %w", ErrUnavailable, c.id, err)
 	}
 	t := time.NewTimer(r.cfg.SubscribeTimeout)
 	defer t.Stop()
 	select {
 	case <-c.ready:
-		return release, nil
+		return nil
 	case <-ctx.Done():
-		release()
-		return nil, fmt.Errorf("%w: subscribing to %s: %w", ErrUnavailable, courseID, context.Cause(ctx))
+		return fmt.Errorf("%w: subscribing to %s: %w", ErrUnavailable, c.id, context.Cause(ctx))
 	case <-t.C:
-		release()
-		return nil, fmt.Errorf("%w: Redis did not confirm the subscription of %s within %s", ErrUnavailable, courseID, r.cfg.SubscribeTimeout)
+		return fmt.Errorf("%w: Redis did not confirm the subscription of %s within %s", ErrUnavailable, c.id, r.cfg.SubscribeTimeout)
 	case <-r.stopped:
-		release()
-		return nil, fmt.Errorf("%w: the Redis broker is stopped", ErrUnavailable)
+		return fmt.Errorf("%w: the Redis broker is stopped", ErrUnavailable)
 	}
 }
 

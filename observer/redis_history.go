@@ -92,22 +92,7 @@ func (r *Redis) history(ctx context.Context, courseID string, after uint64, limi
 	p.Events = make([]*Event, 0, len(arr)/2)
 	prev := after
 	for i := 1; i+1 < len(arr); i += 2 {
-		sid, _ := arr[i].(string)
-		env, _ := arr[i+1].(string)
-		id, err := ParseID(strings.TrimSuffix(sid, "-0"))
-		var ev *Event
-		if err == nil && id == prev+1 {
-			var perr error
-			ev, perr = ParseEnvelope([]byte(env))
-			switch {
-			case perr != nil:
-				r.malformed("history", HistoryKey(courseID), env, perr)
-				ev = nil
-			case ev.ID != id || ev.CourseID != courseID:
-				r.malformed("history", HistoryKey(courseID), env, errors.New("the envelope does not match its stream entry"))
-				ev = nil
-			}
-		}
+		ev := r.historyEntry(courseID, prev+1, arr[i], arr[i+1])
 		if ev == nil {
 			if len(p.Events) == 0 {
 				p.Reset, p.Events = true, nil
@@ -115,7 +100,29 @@ func (r *Redis) history(ctx context.Context, courseID string, after uint64, limi
 			return p, nil
 		}
 		p.Events = append(p.Events, ev)
-		prev = id
+		prev = ev.ID
 	}
 	return p, nil
+}
+
+// historyEntry is the event of one history stream entry (its id and
+// envelope) when it is the course's event number want, else nil; a
+// damaged envelope is counted as malformed.
+func (r *Redis) historyEntry(courseID string, want uint64, entryID, envelope any) *Event {
+	sid, _ := entryID.(string)
+	env, _ := envelope.(string)
+	id, err := ParseID(strings.TrimSuffix(sid, "-0"))
+	if err != nil || id != want {
+		return nil
+	}
+	ev, err := ParseEnvelope([]byte(env))
+	switch {
+	case err != nil:
+		r.malformed("history", HistoryKey(courseID), env, err)
+		return nil
+	case ev.ID != id || ev.CourseID != courseID:
+		r.malformed("history", HistoryKey(courseID), env, errors.New("the envelope does not match its stream entry"))
+		return nil
+	}
+	return ev
 }
