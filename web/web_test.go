@@ -18,7 +18,8 @@ func TestHandlerServesTheFiles(t *testing.T) {
 		status                      int
 	}{
 		{"/", "text/html", `<script type="module" src="/demo.js">`, 200},
-		{"/coursestream.js", "text/javascript", "export function connect(", 200},
+		{"/coursestream.js", "text/javascript", "export default connect", 200},
+		{"/coursestream/connection.js", "text/javascript", "export function connect(", 200},
 		{"/coursestream-tanstack.js", "text/javascript", "export function bindCourseQueries(", 200},
 		{"/coursestream.d.ts", "text/plain", "export declare function connect(", 200},
 		{"/coursestream-tanstack.d.ts", "text/plain", "export declare function bindCourseQueries(", 200},

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -248,8 +247,7 @@ func routes(d routeDeps) http.Handler {
 	getHead("/", files.ServeHTTP)
 	// One route per file, so that a path that names none is a 404 for
 	// every method (a /{file} pattern made POST /nope a 405).
-	names, _ := fs.Glob(web.Files(), "*")
-	for _, name := range names {
+	for _, name := range web.Names() {
 		if name != "index.html" {
 			getHead("/"+name, files.ServeHTTP)
 		}

@@ -28,6 +28,7 @@
  *
  * @module coursestream-tanstack
  */
+import { rethrowLater } from './coursestream/errors.js'
 
 /**
  * @typedef {readonly unknown[]} QueryKey
@@ -139,9 +140,7 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
     if (opts.onError) {
       try { opts.onError(err); return } catch (e) { err = e }
     }
-    const g = /** @type {any} */ (globalThis)
-    if (typeof g.reportError === 'function') g.reportError(err)
-    else setTimeout(() => { throw err })
+    rethrowLater(err)
   }
 
   const flush = () => {

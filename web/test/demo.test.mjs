@@ -2,7 +2,7 @@
 // buttons switch the delivery, its form publishes, nothing logs an error.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { launch, openPage, publish, unexpectedProblems, TEST_TIMEOUT } from './lib.mjs'
+import { launch, openPage, publish, TEST_TIMEOUT, closePage } from './lib.mjs'
 
 let browser
 before(async () => { browser = await launch() })
@@ -80,6 +80,5 @@ test('demo page: follow, switch delivery, publish, burst, change course', { time
   const other = await publish('course-demo', 'chapter-delete-complete', { chapterId: 'ch-9' })
   await page.waitForFunction((id) => document.querySelector('#log tbody tr[data-type="chapter-delete-complete"]')?.dataset.id === id, other)
 
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })

@@ -3,8 +3,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, front, TEST_TIMEOUT, LIMITED,
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle, front, TEST_TIMEOUT, LIMITED, closePage,
 } from './lib.mjs'
 
 // What Chromium itself logs for an EventSource answered 503: expected in
@@ -31,8 +30,7 @@ test('auto polls when the browser has no EventSource', { timeout: TEST_TIMEOUT }
   assert.equal(requests.filter((r) => r.path.endsWith('/events')).length, 0, 'no SSE request')
   // Nothing to remember: a missing EventSource is not a server problem.
   assert.equal(await page.evaluate(() => Object.keys(localStorage).length), 0)
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('auto: a 503 steering to polling falls back, is remembered, and SSE comes back later', { timeout: TEST_TIMEOUT }, async () => {
@@ -79,8 +77,7 @@ test('auto: a 503 steering to polling falls back, is remembered, and SSE comes b
     assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 9), 'nothing lost or repeated across poll -> sse')
     assert.equal(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('coursestream:')).length), 0,
       'the memory is cleared once SSE works')
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems, [NETWORK_503]), [])
+    await closePage(context, problems, [NETWORK_503])
     assert.ok(problems.some((p) => NETWORK_503.test(p)), 'the 503 did happen')
   } finally {
     holder.abort()
@@ -125,8 +122,7 @@ test('auto: after a fallback SSE is tried again, after a wait that doubles while
   assert.equal(await fallbackRecord(page), null)
   await settle(page, 'a', course)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 7), 'nothing lost or repeated across sse -> poll -> sse')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems, [/ERR_FAILED|net::/]), [])
+  await closePage(context, problems, [/ERR_FAILED|net::/])
 })
 
 test('auto: a new connection after a remembered wait is over starts with a try of SSE, and the wait goes on doubling', { timeout: TEST_TIMEOUT }, async () => {
@@ -144,8 +140,7 @@ test('auto: a new connection after a remembered wait is over starts with a try o
   assert.equal(statuses.filter((s) => s.state === 'reconnecting' && s.transport === 'sse').length, 0, 'one failure ends the try')
   const rec = await fallbackRecord(page)
   assert.deepEqual([rec.tries, rec.wait], [4, 8_000], 'the wait goes on from the remembered tries')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems, [/ERR_FAILED|net::/]), [])
+  await closePage(context, problems, [/ERR_FAILED|net::/])
 })
 
 test('auto falls back when the stream does not open within 2 heartbeats', { timeout: TEST_TIMEOUT }, async () => {
@@ -162,8 +157,7 @@ test('auto falls back when the stream does not open within 2 heartbeats', { time
   await waitEvents(page, 'a', 3)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
   await page.evaluate(() => window.C.a.conn.close())
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('sse only: a refused stream is retried with backoff, never turned into polling', { timeout: TEST_TIMEOUT }, async () => {
@@ -192,8 +186,7 @@ test('sse only: a refused stream is retried with backoff, never turned into poll
   await publishMany(course, 3, chapter)
   await waitEvents(page, 'a', 3)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems, [/status of 502/]), [])
+  await closePage(context, problems, [/status of 502/])
 })
 
 /**
@@ -241,8 +234,7 @@ test('auto falls back when an open stream brings nothing that a poll sees (a buf
     assert.deepEqual([rec.tries, rec.wait], [2, 4_000])
     await settle(page, 'a', course)
     assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5))
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   } finally {
     await proxy.close()
   }
@@ -262,8 +254,7 @@ test('sse: a quiet open stream is audited with 304s and kept', { timeout: TEST_T
   await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
   await waitEvents(page, 'a', 1)
   assert.equal(await page.evaluate(() => window.C.a.conn.transport), 'sse')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 /** The sse-fallback memory of the page's origin (localStorage). */
@@ -292,8 +283,7 @@ test('auto: an EventSource refused while its stream then answers 200 is retried 
   await publishMany(course, 3, chapter)
   await waitEvents(page, 'a', 3)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 3))
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems, [NETWORK_503]), [])
+  await closePage(context, problems, [NETWORK_503])
 })
 
 test('auto: a 403 on the stream closes the connection; a 401 with a token function retries SSE with a fresh token', { timeout: TEST_TIMEOUT }, async () => {
@@ -329,6 +319,5 @@ test('auto: a 403 on the stream closes the connection; a 401 with a token functi
   await publishMany(course, 2, chapter)
   await waitEvents(page, 'refresh', 2)
   assert.deepEqual(await deliveredIDs(page, 'refresh'), range(1, 2))
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems, [/status of 40[13]/]), [])
+  await closePage(context, problems, [/status of 40[13]/])
 })

@@ -8,6 +8,7 @@
 //   CHROMIUM        Debian's Chromium (default /usr/bin/chromium)
 //   CS_DEMO_PNG     optional: where the demo test saves its screenshot
 import { chromium } from 'playwright-core'
+import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
@@ -154,6 +155,18 @@ export async function openPage(browser, opts = {}) {
  */
 export function unexpectedProblems(problems, allowed = []) {
   return problems.filter((p) => !allowed.some((re) => re.test(p)))
+}
+
+/**
+ * Ends a test's page: closes its context, then fails on problems that
+ * allowed does not match (see unexpectedProblems).
+ * @param {import('playwright-core').BrowserContext} context
+ * @param {string[]} problems
+ * @param {RegExp[]} [allowed]
+ */
+export async function closePage(context, problems, allowed = []) {
+  await context.close()
+  assert.deepEqual(unexpectedProblems(problems, allowed), [])
 }
 
 /** Waits until the named connection's status is state (and transport, when given). */

@@ -3,8 +3,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT,
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle, unexpectedProblems, TEST_TIMEOUT, closePage,
 } from './lib.mjs'
 
 let browser
@@ -34,8 +33,7 @@ for (const transport of ['sse', 'poll']) {
     ]).then((evs) => evs.map((e) => e.id)))
     await publish(course, 'upload-complete', { videoId: 'v-1' }, { operationId: 'op-twice' })
     assert.deepEqual(await both, ['3', '3'])
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   })
 }
 
@@ -53,8 +51,7 @@ test('awaitOperation rejects with TimeoutError, and with AbortError on close', {
     return p
   })
   assert.equal(closed, 'AbortError')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('a listener that throws never affects another; unsubscribe stops one listener', { timeout: TEST_TIMEOUT }, async () => {
@@ -84,8 +81,7 @@ test('a listener that throws never affects another; unsubscribe stops one listen
   assert.deepEqual(await page.evaluate(() => window.seen.second), range(1, 3))
   assert.deepEqual(await page.evaluate(() => window.seen.first), range(1, 4))
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 4))
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('without onError, what a listener throws goes to reportError (window error event)', { timeout: TEST_TIMEOUT }, async () => {

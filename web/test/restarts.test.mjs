@@ -7,8 +7,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, front, TEST_TIMEOUT, AGED,
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle, front, TEST_TIMEOUT, AGED, closePage,
 } from './lib.mjs'
 
 // The AGED server's --retry and --drain-jitter: a drain frame's retryMs is in [RETRY, RETRY + JITTER).
@@ -83,8 +82,7 @@ test('auto: streams ended by the server are reconnected after its retryMs, on SS
   // No probe of a refusal, never polling (the statuses above), nothing remembered.
   assert.ok(requests.filter((r) => r.path.endsWith('/events')).every((r) => r.type === 'eventsource'))
   assert.deepEqual(await remembered(page), [])
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 /**
@@ -140,8 +138,7 @@ test('auto: a 503 without fallback (a draining instance) is retried on SSE after
     assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5))
     assert.ok(await page.evaluate(() => window.C.a.rec.statuses.every((s) => s.transport === 'sse')), 'still never polled')
     assert.deepEqual(await remembered(page), [])
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems, [/status of 503/]), [])
+    await closePage(context, problems, [/status of 503/])
   } finally {
     await draining.close()
   }

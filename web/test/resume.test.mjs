@@ -4,8 +4,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT,
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle, TEST_TIMEOUT, closePage,
 } from './lib.mjs'
 
 let browser
@@ -36,8 +35,7 @@ for (const transport of ['sse', 'poll', 'auto']) {
     await waitEvents(page, 'a', 5)
     await settle(page, 'a', course)
     assert.deepEqual(await deliveredIDs(page, 'a'), range(8, 13))
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   })
 }
 
@@ -53,8 +51,7 @@ test('lastEventId: the page\'s own position wins over the saved one', { timeout:
   await waitEvents(page, 'b', 2)
   await settle(page, 'b', course)
   assert.deepEqual(await deliveredIDs(page, 'b'), range(3, 5))
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 for (const transport of ['sse', 'poll']) {
@@ -76,8 +73,7 @@ for (const transport of ['sse', 'poll']) {
     await waitEvents(page, 'a', 2)
     assert.deepEqual(await deliveredIDs(page, 'a'), range(4, 5))
     assert.deepEqual(await page.evaluate(() => window.subscribed.map((e) => e.type === 'reset' ? 'reset' : e.id)), ['reset', '4', '5'])
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   })
 }
 
@@ -103,6 +99,5 @@ test('poll: paused while the page is hidden, polls at once when visible', { time
   await waitEvents(page, 'a', 1)
   assert.deepEqual(await deliveredIDs(page, 'a'), ['1'])
   await waitStatus(page, 'a', 'open', 'poll')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })

@@ -7,7 +7,7 @@ import { QueryClient, QueryObserver } from '@tanstack/query-core'
 import { bindCourseQueries } from '../static/coursestream-tanstack.js'
 import { connect } from '../static/coursestream.js'
 import {
-  launch, openPage, courseID, publish, publishMany, waitStatus, unexpectedProblems, TEST_TIMEOUT, BASE,
+  launch, openPage, courseID, publish, publishMany, waitStatus, TEST_TIMEOUT, BASE, closePage,
 } from './lib.mjs'
 
 const TYPES = [
@@ -223,8 +223,7 @@ test('browser, sse: a live burst of 30 events, one SSE message each, is one inva
   ]), JSON.stringify(calls.invalidated))
   assert.deepEqual(calls.set, [JSON.stringify(['uploads', 'progress', course])])
   assert.deepEqual(await page.evaluate((c) => window.tqClient.getQueryData(['uploads', 'progress', c]), course), { progress: 40 })
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 for (const transport of ['poll', 'sse']) {
@@ -250,7 +249,6 @@ for (const transport of ['poll', 'sse']) {
     ]), JSON.stringify(result.invalidated))
     assert.deepEqual(count(result.set), new Map([0, 1, 2].map((v) => [JSON.stringify(['uploads', 'progress', course, `v-${v}`]), 1])))
     assert.equal(result.progress.progress, 85) // the last upload-progress of v-1: i = 85
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   })
 }

@@ -3,8 +3,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle,
-  unexpectedProblems, TEST_TIMEOUT,
+  launch, openPage, courseID, publish, publishMany, range, waitStatus, waitEvents, deliveredIDs, settle, TEST_TIMEOUT, closePage,
 } from './lib.mjs'
 
 const TYPES = [
@@ -37,8 +36,7 @@ for (const [transport, expected] of [['sse', 'sse'], ['poll', 'poll'], ['longpol
     assert.deepEqual(await page.evaluate(() => window.C.a.rec.errors), [])
     await page.evaluate(() => window.C.a.conn.close())
     assert.equal(await page.evaluate(() => window.C.a.conn.status.state), 'closed')
-    await context.close()
-    assert.deepEqual(unexpectedProblems(problems), [])
+    await closePage(context, problems)
   })
 }
 
@@ -63,8 +61,7 @@ test('poll: If-None-Match of the last ETag, 304 while nothing changes, no-store'
   await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
   await waitEvents(page, 'a', 1)
   assert.deepEqual(await deliveredIDs(page, 'a'), ['2'])
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('sse with coalesce: the latest event per subject, in id order', { timeout: TEST_TIMEOUT }, async () => {
@@ -89,8 +86,7 @@ test('sse with coalesce: the latest event per subject, in id order', { timeout: 
   const all = (await res.json()).events
   const lastCh1 = all.filter((e) => e.data.chapterId === 'ch-1').at(-1).id
   assert.ok(got.some((e) => e.id === Number(lastCh1)), `the latest ch-1 (${lastCh1}) delivered: ${JSON.stringify(got)}`)
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('types: only those types, custom ones included, over SSE and polling', { timeout: TEST_TIMEOUT }, async () => {
@@ -109,8 +105,7 @@ test('types: only those types, custom ones included, over SSE and polling', { ti
     assert.deepEqual(await page.evaluate((n) => window.C[n].rec.events.map((e) => [e.id, e.type]), name),
       [['2', 'quiz-started'], ['4', 'upload-complete']], name)
   }
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('ids at or below the position are dropped, whatever the server or a proxy sends', { timeout: TEST_TIMEOUT }, async () => {
@@ -132,8 +127,7 @@ test('ids at or below the position are dropped, whatever the server or a proxy s
   await waitEvents(page, 'a', 4)
   await settle(page, 'a', course)
   assert.deepEqual(await deliveredIDs(page, 'a'), range(1, 5), 'ids 1-3 once, then the real 4 and 5 (the real 1-3 are old)')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })
 
 test('token: ?token= for EventSource, Authorization: Bearer for fetch; a function is asked each time', { timeout: TEST_TIMEOUT }, async () => {
@@ -161,6 +155,5 @@ test('token: ?token= for EventSource, Authorization: Bearer for fetch; a functio
   const fresh = bearer.filter((b) => b !== 'Bearer tok-sse')
   assert.ok(fresh.length >= 2 && new Set(fresh).size === fresh.length, `a fresh token per request: ${fresh.join(', ')}`)
   assert.ok(polls.every((r) => !new URLSearchParams(r.query).has('token')), 'no token in poll URLs')
-  await context.close()
-  assert.deepEqual(unexpectedProblems(problems), [])
+  await closePage(context, problems)
 })

@@ -1,8 +1,18 @@
-// The library's pure parts, in Node: option checks, the backoff, isReset.
+// The library's pure parts, in Node, each from its own module: option
+// checks, ids, the backoff and server delays, isReset, storage that is
+// missing. The entry points' exports are checked at the end.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import connectDefault, { connect, backoffDelay, isReset, DEFAULTS } from '../static/coursestream.js'
+import connectDefault, * as entry from '../static/coursestream.js'
 import bindDefault, { bindCourseQueries } from '../static/coursestream-tanstack.js'
+import { connect, Connection } from '../static/coursestream/connection.js'
+import { DEFAULTS, parseOptions } from '../static/coursestream/options.js'
+import { backoffDelay, retryAfterMs, serverDelay, MAX_SERVER_DELAY_MS } from '../static/coursestream/backoff.js'
+import { isReset, COURSE_EVENTS } from '../static/coursestream/envelope.js'
+import { cmpID } from '../static/coursestream/ids.js'
+import { HTTPError } from '../static/coursestream/errors.js'
+import { FallbackMemory, NONE } from '../static/coursestream/fallback-memory.js'
+import { SavedPosition } from '../static/coursestream/saved-position.js'
 
 test('connect refuses bad options with a TypeError, before any request', () => {
   const base = { baseUrl: 'http://127.0.0.1:9', courseId: 'course-1' }
@@ -66,7 +76,55 @@ test('the position request leaves from within connect() (before what the caller 
   }
 })
 
-test('the default exports are connect and bindCourseQueries', () => {
+test('parseOptions normalizes: base URL with a trailing slash, coalesce in ms, defaults filled in', () => {
+  const s = parseOptions({ baseUrl: 'http://127.0.0.1:9/prefix?x=1#h', courseId: 'c1', coalesce: '1.5s', types: ['a', 'a', 'b'], backoffMaxMs: undefined })
+  assert.equal(s.base.href, 'http://127.0.0.1:9/prefix/')
+  assert.equal(s.coalesce, '1.5s')
+  assert.equal(s.coalesceMs, 1500)
+  assert.deepEqual(s.types, ['a', 'b'])
+  assert.equal(s.requested, 'auto')
+  assert.equal(s.fallbackTo, 'poll')
+  assert.equal(s.start, null)
+  assert.equal(s.options.backoffMaxMs, DEFAULTS.backoffMaxMs)
+  assert.equal(parseOptions({ baseUrl: 'http://h/', courseId: 'c', coalesce: 250 }).coalesceMs, 250)
+})
+
+test('cmpID compares decimal ids beyond 2^53', () => {
+  assert.ok(cmpID('9', '10') < 0)
+  assert.ok(cmpID('18446744073709551615', '18446744073709551614') > 0)
+  assert.equal(cmpID('42', '42'), 0)
+})
+
+test('server delays: Retry-After in seconds or as a date, clamped', () => {
+  assert.equal(retryAfterMs(null), 0)
+  assert.equal(retryAfterMs('2'), 2000)
+  assert.equal(retryAfterMs('nonsense'), 0)
+  assert.equal(retryAfterMs('3600'), MAX_SERVER_DELAY_MS)
+  const inTen = retryAfterMs(new Date(Date.now() + 10_000).toUTCString())
+  assert.ok(inTen > 8_000 && inTen <= 10_000, String(inTen))
+  assert.equal(serverDelay(-5), 0)
+})
+
+test('without Web Storage (Node) the memories hold nothing and writes are no-ops', () => {
+  assert.equal(typeof globalThis.localStorage, 'undefined')
+  const base = new URL('http://127.0.0.1:9/')
+  const m = new FallbackMemory(base)
+  m.remember('silent', 1, 5_000)
+  assert.equal(m.read(), NONE)
+  m.forget()
+  const p = new SavedPosition(base, 'c1', [], true)
+  p.save('7')
+  assert.equal(p.load(), null)
+})
+
+test('the entry points export what they did, and connect and bindCourseQueries by default', () => {
   assert.equal(connectDefault, connect)
   assert.equal(bindDefault, bindCourseQueries)
+  assert.deepEqual(Object.keys(entry).sort(),
+    ['COURSE_EVENTS', 'Connection', 'DEFAULTS', 'HTTPError', 'backoffDelay', 'connect', 'default', 'isReset'])
+  assert.equal(entry.Connection, Connection)
+  assert.equal(entry.HTTPError, HTTPError)
+  assert.equal(entry.COURSE_EVENTS, COURSE_EVENTS)
+  assert.equal(entry.isReset, isReset)
+  assert.equal(entry.backoffDelay, backoffDelay)
 })

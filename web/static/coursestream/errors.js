@@ -1,0 +1,60 @@
+// @ts-check
+/**
+ * The errors the library gives out, and how it reports the ones it must
+ * not throw.
+ * @module coursestream/errors
+ */
+
+/** An error answer from the server: its status and the {"error"} reason. */
+export class HTTPError extends Error {
+  /** @param {number} status @param {string} message @param {string} url */
+  constructor(status, message, url) {
+    super(`${status}: ${message}`)
+    this.name = 'HTTPError'
+    this.status = status
+    this.url = url
+  }
+}
+
+/**
+ * A DOMException (AbortError, TimeoutError) where the platform has it,
+ * else an Error with that name.
+ * @param {string} name
+ * @param {string} message
+ */
+export function domError(name, message) {
+  if (typeof DOMException === 'function') return new DOMException(message, name)
+  const e = new Error(message)
+  e.name = name
+  return e
+}
+
+/**
+ * Reports an error without throwing into the caller: reportError where the
+ * platform has it (the browser reports it like an uncaught exception and
+ * fires window's error event), else a rethrow from a fresh task.
+ * @param {unknown} err
+ */
+export function rethrowLater(err) {
+  const g = /** @type {any} */ (globalThis)
+  if (typeof g.reportError === 'function') g.reportError(err)
+  else setTimeout(() => { throw err })
+}
+
+/**
+ * Reports err to onError when given, else with rethrowLater. When onError
+ * throws, both its error and err are reported with rethrowLater.
+ * @param {((error: unknown) => void) | undefined} onError
+ * @param {unknown} err
+ */
+export function report(onError, err) {
+  if (typeof onError === 'function') {
+    try {
+      onError(err)
+      return
+    } catch (err2) {
+      rethrowLater(err2)
+    }
+  }
+  rethrowLater(err)
+}
