@@ -284,11 +284,17 @@ func TestMetricsMove(t *testing.T) {
 		// until something happens (malformed comes from Redis channels only).
 		{"coursestream_events_malformed_total", map[string]string{"kind": "json"}, 0},
 		{"coursestream_events_malformed_total", map[string]string{"kind": "fields"}, 0},
-		{"coursestream_replayed_events_total", nil, 0},
 	} {
 		if got := value(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+	// The first line (retry:) leaves before the stream has caught up with
+	// the history: an event published in that moment is sent as a replay
+	// (still delivered once, and counted in delivered above). So the
+	// replayed series exists and counts at most the three events.
+	if got := value("coursestream_replayed_events_total", nil); got < 0 || got > 3 {
+		t.Errorf("coursestream_replayed_events_total = %v, want 0 to 3", got)
 	}
 }
 
