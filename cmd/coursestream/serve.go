@@ -108,7 +108,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	ready.Store(true)
 	log.Info("coursestream listening", slog.String("addr", ln.Addr().String()), slog.String("broker", mode),
-		slog.Bool("open", cfg.open()), slog.String("version", version()))
+		slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
 
 	var runErr error
 	select {
