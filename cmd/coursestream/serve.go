@@ -21,6 +21,7 @@ import (
 	"github.com/go-chi/cors"
 	"golang.org/x/sync/errgroup"
 
+	"coursestream/docs"
 	"coursestream/internal/auth"
 	"coursestream/internal/httpjson"
 	"coursestream/observer"
@@ -235,6 +236,7 @@ func routes(d routeDeps) http.Handler {
 	})
 
 	getHead("/metrics", d.metrics.Handler().ServeHTTP)
+	getHead("/openapi.json", docs.Handler().ServeHTTP)
 
 	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe), auth.Middleware(d.auth, auth.Publish)
 	r.With(subscribe).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
