@@ -275,7 +275,8 @@ func startBinary(t *testing.T, bin string, args ...string) *server {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a test binary that panics
 	pr, pw := io.Pipe()
 	s := &server{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = io.MultiWriter(pw, s.stderr)
+	// The buffer first: when the scanner below sees a line, s.stderr has it.
+	cmd.Stderr = io.MultiWriter(s.stderr, pw)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

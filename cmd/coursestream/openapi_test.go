@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -191,13 +192,14 @@ func TestOpenAPIHoldsToTheServer(t *testing.T) {
 	}
 	// Every documented answer of every operation is brought about, or
 	// said not to be and why.
+	reasons := maps.Clone(notExercised)
 	for _, key := range api.answers() {
-		if !seen[key] && notExercised[key] == "" {
+		if !seen[key] && reasons[key] == "" {
 			t.Errorf("%s is documented and no case brings it about", key)
 		}
-		delete(notExercised, key)
+		delete(reasons, key)
 	}
-	for key := range notExercised {
+	for key := range reasons {
 		t.Errorf("notExercised names %s, which the document does not have", key)
 	}
 	for key := range seen {
