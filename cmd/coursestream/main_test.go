@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,25 +120,122 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 	}
 }
 
-func TestHelpListsFlagsWithEnv(t *testing.T) {
+func TestHelpListsCommandsThenServeFlagsWithEnv(t *testing.T) {
 	t.Parallel()
-	code, stdout, _ := runCLI([]string{"--help"}, nil)
-	if code != 0 {
-		t.Fatalf("--help exit %d", code)
-	}
-	for _, want := range []string{"--addr", "COURSESTREAM_ADDR", "--redis-url", "COURSESTREAM_REDIS_URL", "--history-ttl", "--heartbeat",
-		"--jwt-key", "--jwt-key-file", "--cors-origins", "--max-event-bytes", "--max-connections", "--client-buffer", "COURSESTREAM_CLIENT_BUFFER"} {
-		if !strings.Contains(stdout, want) {
-			t.Errorf("--help does not list %s", want)
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"-help"}} {
+		code, stdout, stderr := runCLI(args, nil)
+		if code != 0 || stderr != "" {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
 		}
+		// Every command on a line of its own, with its summary.
+		for _, c := range commands {
+			if !regexp.MustCompile(`(?m)^  ` + c.name + ` +\S.*$`).MatchString(stdout) {
+				t.Errorf("%v does not list the %s command on a line of its own:\n%s", args, c.name, stdout)
+			}
+		}
+		for _, want := range []string{"--addr", "COURSESTREAM_ADDR", "--redis-url", "COURSESTREAM_REDIS_URL", "--history-ttl", "--heartbeat",
+			"--jwt-key", "--jwt-key-file", "--cors-origins", "--max-event-bytes", "--max-connections", "--client-buffer", "COURSESTREAM_CLIENT_BUFFER"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("%v does not list %s", args, want)
+			}
+		}
+		if i, j := strings.Index(stdout, "  publish "), strings.Index(stdout, "--addr"); i < 0 || j < i {
+			t.Errorf("%v: the commands should come before serve's flags", args)
+		}
+	}
+	// Every serve flag, with its environment variable.
+	_, stdout, _ := runCLI([]string{"--help"}, nil)
+	newServeFlags(new(Config)).VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(stdout, "--"+f.Name+" ") || !strings.Contains(stdout, "env "+envName(f.Name)+"\n") {
+			t.Errorf("--help does not list --%s with %s", f.Name, envName(f.Name))
+		}
+	})
+}
+
+func TestCommandHelpListsItsFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args      []string
+		want, not string
+	}{
+		{[]string{"serve", "--help"}, "COURSESTREAM_MAX_CONNECTIONS", "  publish "},
+		{[]string{"publish", "--help"}, "--operation-id", "--max-connections"},
+		{[]string{"publish", "-h"}, "COURSESTREAM_OPERATION_ID", "--max-connections"},
+		{[]string{"help", "publish"}, "--operation-id", "--max-connections"},
+		{[]string{"token", "--help"}, "--ttl", "--operation-id"},
+		{[]string{"help", "token"}, "COURSESTREAM_TTL", "--operation-id"},
+		{[]string{"version", "--help"}, "usage: coursestream version", "--addr"},
+	} {
+		code, stdout, stderr := runCLI(tc.args, nil)
+		if code != 0 || stderr != "" || !strings.Contains(stdout, tc.want) || strings.Contains(stdout, tc.not) {
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want 0 and %q without %q", tc.args, code, stderr, stdout, tc.want, tc.not)
+		}
+	}
+}
+
+func TestUnknownCommandListsTheCommands(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"frobnicate"}, {"help", "frobnicate"}, {"frobnicate", "--help"}} {
+		code, stdout, stderr := runCLI(args, nil)
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, `unknown command "frobnicate"`) {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want 2 and unknown command", args, code, stdout, stderr)
+		}
+		for _, c := range commands {
+			if !strings.Contains(stderr, c.name) {
+				t.Errorf("%v: the error does not name the %s command: %q", args, c.name, stderr)
+			}
+		}
+	}
+	// The real process exits 2 too.
+	err := exec.Command(binary, "frobnicate").Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitUsage {
+		t.Fatalf("coursestream frobnicate: %v, want exit status 2", err)
 	}
 }
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	code, stdout, _ := runCLI([]string{"version"}, nil)
-	if code != 0 || !strings.HasPrefix(stdout, "coursestream ") {
-		t.Fatalf("version: %d %q", code, stdout)
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		code, stdout, stderr := runCLI(args, nil)
+		lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+		if code != 0 || stderr != "" || len(lines) != 4 || !strings.HasPrefix(lines[0], "coursestream ") ||
+			!strings.HasPrefix(lines[1], "revision ") || !regexp.MustCompile(`^modified (true|false)$`).MatchString(lines[2]) ||
+			lines[3] != "go "+runtime.Version() {
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want coursestream V, revision R, modified B, go V", args, code, stderr, stdout)
+		}
+	}
+}
+
+// TestReleaseBuildVersion builds the binary as make build does, with the
+// version given to the linker, and finds it where an operator looks: the
+// version command, --version, the startup log line and /metrics.
+func TestReleaseBuildVersion(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "coursestream")
+	const v = "v9.8.7-test"
+	b := exec.Command("go", "build", "-ldflags", "-X main.releaseVersion="+v+" -X main.releaseRevision=0123abc -X main.releaseModified=true", "-o", bin, ".")
+	if out, err := b.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, arg := range []string{"version", "--version"} {
+		out, err := exec.Command(bin, arg).Output()
+		if want := "coursestream " + v + "\nrevision 0123abc\nmodified true\n"; err != nil || !strings.HasPrefix(string(out), want) {
+			t.Errorf("%s: %q (%v), want it to start %q", arg, out, err, want)
+		}
+	}
+	s := startBinary(t, bin)
+	if !strings.Contains(s.stderr.String(), "version="+v+" revision=0123abc") {
+		t.Errorf("the startup log line has no version=%s revision=0123abc:\n%s", v, s.stderr)
+	}
+	resp, err := http.Get(s.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := regexp.MustCompile(`(?m)^coursestream_build_info\{goversion="` + regexp.QuoteMeta(runtime.Version()) + `",revision="0123abc",version="` + regexp.QuoteMeta(v) + `"\} 1$`)
+	if !want.Match(body) {
+		t.Errorf("/metrics has no line matching %s", want)
 	}
 }
 
@@ -176,7 +275,8 @@ func startBinary(t *testing.T, bin string, args ...string) *server {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a test binary that panics
 	pr, pw := io.Pipe()
 	s := &server{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = io.MultiWriter(pw, s.stderr)
+	// The buffer first: when the scanner below sees a line, s.stderr has it.
+	cmd.Stderr = io.MultiWriter(s.stderr, pw)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,14 @@ func newMetrics() *metrics {
 		Help: "Redis pub/sub reconnections."})
 	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{Name: "coursestream_recovered_events_total",
 		Help: "Events read back from Redis history to fill gaps in pub/sub delivery."})
-	for _, c := range []prometheus.Collector{m.connections, m.received, m.delivered, m.dropped, m.malformed, m.replayed,
+	// The build, as Prometheus exporters show theirs: a gauge at 1 whose
+	// labels are the facts (join on it to tell versions apart in a rollout).
+	bi := readBuildInfo()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "coursestream_build_info",
+		Help:        "The running build: version, VCS revision and Go version as labels; the value is 1.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
+	build.Set(1)
+	for _, c := range []prometheus.Collector{build, m.connections, m.received, m.delivered, m.dropped, m.malformed, m.replayed,
 		m.resets, m.closed, m.polls, m.publishLatency, m.deliveryLag, m.reconnects, m.recovered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)

@@ -20,6 +20,7 @@ import (
 	"github.com/go-chi/cors"
 	"golang.org/x/sync/errgroup"
 
+	"coursestream/docs"
 	"coursestream/internal/auth"
 	"coursestream/internal/httpjson"
 	"coursestream/observer"
@@ -107,7 +108,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	ready.Store(true)
 	log.Info("coursestream listening", slog.String("addr", ln.Addr().String()), slog.String("broker", mode),
-		slog.Bool("open", cfg.open()), slog.String("version", version()))
+		slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
 
 	var runErr error
 	select {
@@ -234,6 +235,7 @@ func routes(d routeDeps) http.Handler {
 	})
 
 	getHead("/metrics", d.metrics.Handler().ServeHTTP)
+	getHead("/openapi.json", docs.Handler().ServeHTTP)
 
 	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe), auth.Middleware(d.auth, auth.Publish)
 	r.With(subscribe).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
