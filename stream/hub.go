@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"coursestream/internal/httpjson"
+	"coursestream/internal/typefilter"
 	"coursestream/observer"
 )
 
@@ -56,8 +57,8 @@ type Config struct {
 // Hub serves GET /v1/courses/{courseId}/events: one SSE stream per request,
 // fed from the broker. The broker's listener only appends an event to the
 // connection's bounded queue, so a slow client never holds up another.
-// Frames are encoded once per event (observer.Event.Frame, .Chunk) and
-// written as they are to every subscriber.
+// Each event's frame is encoded once (wire.go, shared through the course's
+// topic) and written as it is to every stream.
 //
 // An HTTP/1.1 stream is taken over from net/http after its replay: the
 // hub's workers (one per CPU) write its live frames straight to the socket
@@ -78,7 +79,7 @@ type Hub struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	fanout   map[string]*atomic.Int32 // streams open per course
+	topics   map[string]*topic // per course with streams open here
 	draining bool
 	empty    chan struct{} // closed when the last stream ends (Wait's signal); nil when nobody waits
 
@@ -116,8 +117,8 @@ func New(b observer.Broker, cfg Config) *Hub {
 	}
 	return &Hub{
 		cfg: cfg, broker: b, log: cfg.Logger, runq: newRunq(runtime.GOMAXPROCS(0)),
-		retry: newFixedFrame(fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds())),
-		conns: make(map[*conn]struct{}), fanout: make(map[string]*atomic.Int32),
+		retry: retryFrame(cfg.Retry),
+		conns: make(map[*conn]struct{}), topics: make(map[string]*topic),
 	}
 }
 
@@ -214,13 +215,13 @@ func (h *Hub) register(c *conn) (full bool, refused error) {
 		return true, errFull
 	}
 	h.conns[c] = struct{}{}
-	n := h.fanout[c.req.course]
-	if n == nil {
-		n = new(atomic.Int32)
-		h.fanout[c.req.course] = n
+	t := h.topics[c.req.course]
+	if t == nil {
+		t = new(topic)
+		h.topics[c.req.course] = t
 	}
-	n.Add(1)
-	c.fanout = n
+	t.streams.Add(1)
+	c.topic = t
 	h.active.Add(1)
 	return false, nil
 }
@@ -229,8 +230,8 @@ func (h *Hub) unregister(c *conn) {
 	h.mu.Lock()
 	if _, ok := h.conns[c]; ok {
 		delete(h.conns, c)
-		if c.fanout.Add(-1) == 0 {
-			delete(h.fanout, c.req.course)
+		if c.topic.streams.Add(-1) == 0 {
+			delete(h.topics, c.req.course)
 		}
 		h.active.Add(-1)
 		if len(h.conns) == 0 && h.empty != nil {
@@ -461,7 +462,7 @@ func (h *Hub) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 // request is a parsed and validated subscription request.
 type request struct {
 	course   string
-	types    observer.Types
+	types    typefilter.Set
 	coalesce time.Duration
 	// lastID is where the client is; resume says it gave one, badID that
 	// what it gave is not an id of ours (it gets a reset).
@@ -472,18 +473,18 @@ type request struct {
 
 func parseRequest(r *http.Request) (request, error) {
 	req := request{course: r.PathValue("courseId")}
-	if !observer.ValidCourseID(req.course) {
-		return req, fmt.Errorf("invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+	if err := observer.CheckCourseID(req.course); err != nil {
+		return req, err
 	}
 	q := r.URL.Query()
 	var err error
-	if req.types, err = observer.ParseTypes(q["types"]); err != nil {
+	if req.types, err = typefilter.Parse(q["types"]); err != nil {
 		return req, err
 	}
 	if v := q.Get("coalesce"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxCoalesce {
-			return req, fmt.Errorf("invalid coalesce %q: a duration such as 500ms, at most %s", truncate(v), MaxCoalesce)
+			return req, fmt.Errorf("invalid coalesce %.32q: a duration such as 500ms, at most %s", v, MaxCoalesce)
 		}
 		req.coalesce = d
 	}
@@ -500,11 +501,4 @@ func parseRequest(r *http.Request) (request, error) {
 		}
 	}
 	return req, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }

@@ -349,7 +349,7 @@ func TestDrainEndsStreamsAndRefusesNew(t *testing.T) {
 	e.publish("c1", "upload-complete", `{}`)
 	retries := map[int]bool{}
 	for _, c := range cs {
-		var final frame
+		var final sseFrame
 		got := 0
 		for {
 			f, ok := c.next()
@@ -455,7 +455,7 @@ func TestMaxStreamAge(t *testing.T) {
 	m := newRecorder()
 	e := newEnv(t, Config{MaxStreamAge: 50 * time.Millisecond, Metrics: m}, observer.MemoryConfig{})
 	c := e.open("/v1/courses/c1/events", nil)
-	var final frame
+	var final sseFrame
 	for {
 		f, ok := c.next()
 		if !ok {
@@ -492,7 +492,7 @@ func TestStreamEndsWithItsContextDeadline(t *testing.T) {
 	// What the auth middleware does for a token that expires.
 	e.srv.Config.Handler = deadline(e.srv.Config.Handler, 100*time.Millisecond)
 	c := e.open("/v1/courses/c1/events", nil)
-	var final frame
+	var final sseFrame
 	for {
 		f, ok := c.next()
 		if !ok {
