@@ -51,7 +51,6 @@ type conn struct {
 	// Set by Hub.open, released by Hub.release.
 	unsubscribe func()
 	stopAfter   func() bool
-	unfollow    func() bool // stops following the request's context (a stream with an expiry)
 	timers      []*time.Timer
 	opened      time.Time
 }
@@ -187,7 +186,7 @@ func (c *conn) wakeLocked() {
 	if _, ok := c.out.(*direct); ok && !c.replaying {
 		if !c.scheduled {
 			c.scheduled = true
-			c.h.runq.push(c)
+			c.h.runq.Push(c)
 		}
 		return
 	}

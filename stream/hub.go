@@ -9,11 +9,11 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"coursestream/internal/httpjson"
 	"coursestream/internal/typefilter"
+	"coursestream/internal/workq"
 	"coursestream/observer"
 )
 
@@ -82,8 +82,6 @@ type Hub struct {
 	topics   map[string]*topic // per course with streams open here
 	draining bool
 	empty    chan struct{} // closed when the last stream ends (Wait's signal); nil when nobody waits
-
-	active atomic.Int64
 }
 
 // inlineFanout is the most streams a course may have for its publisher to
@@ -116,14 +114,22 @@ func New(b observer.Broker, cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger, runq: newRunq(runtime.GOMAXPROCS(0)),
+		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*conn](runtime.GOMAXPROCS(0)),
 		retry: retryFrame(cfg.Retry),
 		conns: make(map[*conn]struct{}), topics: make(map[string]*topic),
 	}
 }
 
-// Connections returns the number of open streams.
-func (h *Hub) Connections() int { return int(h.active.Load()) }
+// WithExpiry returns ctx telling the stream served with it that its
+// client's authorization ends at t (a token's expiry): the stream then ends
+// cleanly, with its final frame, and the client reconnects with a fresh
+// token. A deadline of the request's context is not an expiry: it cuts the
+// stream.
+func WithExpiry(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, expiryKey{}, t)
+}
+
+type expiryKey struct{}
 
 // Run sends a heartbeat comment to every stream each Config.Heartbeat until
 // ctx ends.
@@ -133,9 +139,9 @@ func (h *Hub) Connections() int { return int(h.active.Load()) }
 // stopped (Drain's final frames are written by them).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range cap(h.runq.wake) {
+	for range h.runq.Workers() {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.runq.work(ctx) }()
+		go func() { defer wg.Done(); h.runq.Work(ctx, (*conn).runDirect) }()
 	}
 	defer wg.Wait()
 	t := time.NewTicker(h.cfg.Heartbeat)
@@ -222,7 +228,6 @@ func (h *Hub) register(c *conn) (full bool, refused error) {
 	}
 	t.streams.Add(1)
 	c.topic = t
-	h.active.Add(1)
 	return false, nil
 }
 
@@ -233,7 +238,6 @@ func (h *Hub) unregister(c *conn) {
 		if c.topic.streams.Add(-1) == 0 {
 			delete(h.topics, c.req.course)
 		}
-		h.active.Add(-1)
 		if len(h.conns) == 0 && h.empty != nil {
 			close(h.empty)
 			h.empty = nil
@@ -296,11 +300,8 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	_, hijackable := innermost(w).(http.Hijacker)
 	takeover := hijackable && r.ProtoAtLeast(1, 1) && r.TLS == nil // a TLS connection has no socket to write to
 
-	// A deadline on the request is its token's expiry: the stream ends
-	// cleanly then, with the final frame (see below), not cut by it.
-	expiry, expires := r.Context().Deadline()
 	base := r.Context()
-	if takeover || expires {
+	if takeover {
 		// A taken-over stream outlives its request: keep the request's
 		// values, not its cancellation.
 		base = context.WithoutCancel(base)
@@ -327,16 +328,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	// However the context ends (client gone, token expired, stop), a write
 	// blocked on the client is interrupted.
 	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
-	if expires {
-		if !takeover {
-			// The request's context still tells when the client goes away.
-			rctx := r.Context()
-			c.unfollow = context.AfterFunc(rctx, func() {
-				if !errors.Is(rctx.Err(), context.DeadlineExceeded) {
-					cancel(context.Cause(rctx))
-				}
-			})
-		}
+	if expiry, ok := r.Context().Value(expiryKey{}).(time.Time); ok {
+		// The token's expiry: the stream ends cleanly then, with its final
+		// frame.
 		c.after(time.Until(expiry), func() { c.end(errExpired) })
 	}
 	if h.cfg.MaxStreamAge > 0 {
@@ -420,9 +414,6 @@ func (h *Hub) release(c *conn) {
 	if c.stopAfter != nil {
 		c.stopAfter()
 	}
-	if c.unfollow != nil {
-		c.unfollow()
-	}
 	c.cancel(nil)
 	h.unregister(c)
 	h.cfg.Metrics.StreamClosed(reason)
@@ -442,7 +433,7 @@ func closeReason(cause error) string {
 		return "shutdown"
 	case errors.Is(cause, errMaxAge):
 		return "age"
-	case errors.Is(cause, errExpired), errors.Is(cause, context.DeadlineExceeded):
+	case errors.Is(cause, errExpired):
 		return "expired"
 	case cause == nil, errors.Is(cause, context.Canceled), errors.Is(cause, errClientGone):
 		return "client"

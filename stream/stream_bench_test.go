@@ -108,7 +108,7 @@ func BenchmarkDeliverDirect(b *testing.B) {
 		}
 		c.topic.last.Store(fs[i%len(fs)])
 		c.onEvent(ev)
-		if c.h.runq.pop() != c {
+		if next, _ := c.h.runq.Pop(); next != c {
 			b.Fatal("not scheduled")
 		}
 		c.runDirect()
