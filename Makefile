@@ -7,7 +7,7 @@ GO       ?= go
 # budget is a count of inputs, not a duration: a -fuzztime duration races
 # Go's fuzzing coordinator on a loaded machine ("context deadline exceeded"
 # with no failing input). FUZZTIME overrides every count (e.g. 60s).
-FUZZ     := observer:FuzzParseEnvelope:100000 observer:FuzzNormalize:100000 poller:FuzzMatchNoneMatch:100000 \
+FUZZ     := observer:FuzzParseEnvelope:100000 observer:FuzzNormalize:100000 stream:FuzzEventFrame:100000 poller:FuzzMatchNoneMatch:100000 \
             poller:FuzzParse:100000 stream:FuzzParseRequest:100000 internal/auth:FuzzParse:60000 \
             cmd/coursestream:FuzzEndpoints:15000
 

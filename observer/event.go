@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -23,16 +21,10 @@ const (
 	TypeUploadProgress        = "upload-progress"
 	TypeUploadComplete        = "upload-complete"
 
-	// TypeReset is the SSE event name of a reset notice. It is reserved:
-	// nobody may publish an event of this type.
+	// TypeReset is the type of a reset notice (Event.Reset): it is
+	// reserved, nobody may publish an event of this type.
 	TypeReset = "reset"
 )
-
-// KnownTypes lists the seven course events, in the order of the contract.
-var KnownTypes = []string{
-	TypeChapterUpdateComplete, TypeChapterCreateComplete, TypeChapterDeleteComplete,
-	TypeVideoUpdateComplete, TypeVideoDeleteComplete, TypeUploadProgress, TypeUploadComplete,
-}
 
 // Limits of the envelope fields.
 const (
@@ -66,6 +58,19 @@ func ValidCourseID(s string) bool {
 		}
 	}
 	return true
+}
+
+// courseIDPattern is what a course id must match, for error messages.
+const courseIDPattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+// CheckCourseID returns nil when s is a valid course id, else an error
+// wrapping ErrInvalidCourseID that quotes s and names the pattern. It is the
+// one check of a request's course id.
+func CheckCourseID(s string) error {
+	if !ValidCourseID(s) {
+		return fmt.Errorf("%w %q: it must match %s", ErrInvalidCourseID, truncate(s), courseIDPattern)
+	}
+	return nil
 }
 
 // ValidType reports whether s matches ^[a-z0-9][a-z0-9._-]{0,63}$.
@@ -103,59 +108,15 @@ type Event struct {
 	OperationID string
 	Timestamp   int64 // unix milliseconds
 
-	// JSON is the envelope, encoded once where the event was stored. SSE and
-	// polling send exactly these bytes. It never contains a line break.
+	// JSON is the envelope, encoded once where the event was stored. Redis
+	// stores it, and SSE and polling send exactly these bytes. It never
+	// contains a line break.
 	JSON []byte
-
-	// Frame is the event as one SSE frame, "id: <id>\nevent: <type>\n
-	// data: <JSON>\n\n", built once per event and written as is to every
-	// subscriber. JSON is a slice of it.
-	Frame []byte
-
-	// Chunk is Frame as one HTTP/1.1 chunk ("<hex length>\r\n" Frame
-	// "\r\n"), for streams written straight to their connection. Frame is
-	// a slice of it.
-	Chunk []byte
 
 	// Reset marks a notice rather than a stored event: the course's sequence
 	// cannot continue from what listeners have seen (history lost). ID is
 	// then the course's current last id and JSON is empty.
 	Reset bool
-
-	subject atomic.Pointer[string] // Subject, computed on first use
-}
-
-// Subject is what the event is about, for debouncing: data.chapterId,
-// else data.videoId (as JSON text, so "1" and 1 differ, prefixed so that a
-// chapter and a video of the same id differ), else "". It is computed once
-// per event, however many subscribers ask.
-func (e *Event) Subject() string {
-	if p := e.subject.Load(); p != nil {
-		return *p
-	}
-	s := subjectOf(e.Data)
-	e.subject.Store(&s)
-	return s
-}
-
-func subjectOf(data json.RawMessage) string {
-	if len(data) == 0 || data[0] != '{' {
-		return ""
-	}
-	var s struct {
-		ChapterID json.RawMessage `json:"chapterId"`
-		VideoID   json.RawMessage `json:"videoId"`
-	}
-	if json.Unmarshal(data, &s) != nil {
-		return ""
-	}
-	switch {
-	case len(s.ChapterID) > 0 && string(s.ChapterID) != "null":
-		return "c" + string(s.ChapterID)
-	case len(s.VideoID) > 0 && string(s.VideoID) != "null":
-		return "v" + string(s.VideoID)
-	}
-	return ""
 }
 
 // LogValue implements slog.LogValuer; it leaves the data out.
@@ -172,8 +133,8 @@ func (e *Event) LogValue() slog.Value {
 // (insignificant whitespace removed, value, digits and key order kept),
 // "null" when absent. It does not check the size; see Encode.
 func (m Message) Normalize() (json.RawMessage, error) {
-	if !ValidCourseID(m.CourseID) {
-		return nil, fmt.Errorf("%w: %q must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", ErrInvalidCourseID, truncate(m.CourseID))
+	if err := CheckCourseID(m.CourseID); err != nil {
+		return nil, err
 	}
 	if !ValidType(m.Type) {
 		return nil, fmt.Errorf("%w: %q must match ^[a-z0-9][a-z0-9._-]{0,63}$", ErrInvalidType, truncate(m.Type))
@@ -225,47 +186,14 @@ func NewEvent(m Message, data json.RawMessage, id uint64, timestamp int64, maxBy
 		ID: id, CourseID: m.CourseID, Type: m.Type, Data: data,
 		OperationID: m.OperationID, Timestamp: timestamp,
 	}
-	frame := appendFrameHead(make([]byte, chunkReserve, chunkReserve+128+len(m.CourseID)+2*len(m.Type)+len(data)+len(m.OperationID)), ev)
-	start := len(frame)
-	frame = AppendEnvelope(frame, ev)
-	if n := len(frame) - start; n > maxBytes {
-		return nil, fmt.Errorf("%w: the envelope is %d bytes, at most %d", ErrTooLarge, n, maxBytes)
+	js := AppendEnvelope(make([]byte, 0, 96+len(m.CourseID)+len(m.Type)+len(data)+len(m.OperationID)), ev)
+	if len(js) > maxBytes {
+		return nil, fmt.Errorf("%w: the envelope is %d bytes, at most %d", ErrTooLarge, len(js), maxBytes)
 	}
-	ev.setFrame(frame, start)
+	ev.JSON = js[:len(js):len(js)]
 	ev.Data = ev.JSON[bytes.Index(ev.JSON, []byte(`"data":`))+len(`"data":`):][:len(data)]
 	return ev, nil
 }
-
-// appendFrameHead appends the SSE lines before the data: id and event.
-func appendFrameHead(b []byte, ev *Event) []byte {
-	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, ev.ID, 10)
-	b = append(b, "\nevent: "...)
-	b = append(b, ev.Type...)
-	return append(b, "\ndata: "...)
-}
-
-// setFrame finishes frame (head plus envelope from start, after a chunk
-// header reserve of chunkReserve bytes) and points Chunk, Frame and JSON
-// into it.
-func (ev *Event) setFrame(buf []byte, start int) {
-	end := len(buf)
-	buf = append(buf, "\n\n\r\n"...)
-	frame := buf[chunkReserve : len(buf)-2]
-	// The chunk header goes right before the frame, in the reserve.
-	var hdr [chunkReserve]byte
-	h := strconv.AppendUint(hdr[:0], uint64(len(frame)), 16)
-	h = append(h, '\r', '\n')
-	at := chunkReserve - len(h)
-	copy(buf[at:], h)
-	ev.Chunk = buf[at:]
-	ev.Frame = frame[:len(frame):len(frame)]
-	ev.JSON = buf[start:end:end]
-}
-
-// chunkReserve is room before a frame for its chunk header: up to 16 hex
-// digits and CRLF.
-const chunkReserve = 18
 
 // AppendEnvelope appends the envelope JSON of ev to b: the contract's field
 // order, operationId omitted when empty, data as stored.
@@ -304,7 +232,8 @@ type envelope struct {
 
 // ParseEnvelope decodes an envelope received from elsewhere (a Redis
 // channel or history stream) and checks every field. The returned event keeps
-// b as its JSON after compacting away any line break, so it is sent as is.
+// a copy of b as its JSON, any line break compacted away, so it is sent as
+// is.
 func ParseEnvelope(b []byte) (*Event, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: not valid UTF-8", ErrInvalidEnvelope)
@@ -336,10 +265,10 @@ func ParseEnvelope(b []byte) (*Event, error) {
 		var buf bytes.Buffer
 		_ = json.Compact(&buf, b) // b is valid JSON: Unmarshal succeeded
 		b = buf.Bytes()
+	} else {
+		b = bytes.Clone(b) // the caller may reuse b
 	}
-	frame := appendFrameHead(make([]byte, chunkReserve, chunkReserve+48+len(ev.Type)+len(b)), ev)
-	start := len(frame)
-	ev.setFrame(append(frame, b...), start)
+	ev.JSON = b[:len(b):len(b)]
 	return ev, nil
 }
 
@@ -364,38 +293,4 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:max] + "..."
-}
-
-// Types is a set of event types a client asked for; nil means all.
-type Types map[string]struct{}
-
-// ParseTypes reads the ?types= values (comma separated, the parameter may
-// repeat). No types at all means every type (nil).
-func ParseTypes(values []string) (Types, error) {
-	var ts Types
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			t = strings.TrimSpace(t)
-			if t == "" {
-				continue
-			}
-			if !ValidType(t) {
-				return nil, fmt.Errorf("%w: %q in types", ErrInvalidType, truncate(t))
-			}
-			if ts == nil {
-				ts = make(Types)
-			}
-			ts[t] = struct{}{}
-		}
-	}
-	return ts, nil
-}
-
-// Has reports whether typ is in the set; every type is in a nil set.
-func (ts Types) Has(typ string) bool {
-	if ts == nil {
-		return true
-	}
-	_, ok := ts[typ]
-	return ok
 }

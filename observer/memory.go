@@ -239,21 +239,3 @@ func (m *Memory) sweep() {
 		c.mu.Unlock()
 	}
 }
-
-// Courses returns how many courses the broker holds state for.
-func (m *Memory) Courses() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.courses)
-}
-
-// Retained returns how many events of courseID are held in memory.
-func (m *Memory) Retained(courseID string) int {
-	c, _ := m.course(courseID, false)
-	if c == nil {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}

@@ -3,7 +3,6 @@ package observer
 import (
 	"log/slog"
 	"sync"
-	"sync/atomic"
 )
 
 // Listener receives one course's events, in id order, each once. It is
@@ -22,7 +21,6 @@ type Observer struct {
 
 	mu      sync.RWMutex
 	courses map[string]*listeners
-	total   atomic.Int64
 }
 
 type listeners struct {
@@ -59,7 +57,6 @@ func (o *Observer) Subscribe(courseID string, fn Listener) (unsubscribe func()) 
 	ls.subs = append(ls.subs, s)
 	ls.mu.Unlock()
 	o.mu.Unlock()
-	o.total.Add(1)
 
 	var once sync.Once
 	return func() { once.Do(func() { o.remove(courseID, ls, s) }) }
@@ -77,7 +74,6 @@ func (o *Observer) remove(courseID string, ls *listeners, s *subscription) {
 	ls.subs = ls.subs[:last]
 	empty := len(ls.subs) == 0
 	ls.mu.Unlock()
-	o.total.Add(-1)
 	if empty && o.courses[courseID] == ls {
 		delete(o.courses, courseID)
 	}
@@ -120,18 +116,4 @@ func (o *Observer) Listeners(courseID string) int {
 	ls.mu.RLock()
 	defer ls.mu.RUnlock()
 	return len(ls.subs)
-}
-
-// Total returns the number of listeners of all courses.
-func (o *Observer) Total() int { return int(o.total.Load()) }
-
-// Courses returns the ids of the courses that have listeners, in no order.
-func (o *Observer) Courses() []string {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	ids := make([]string, 0, len(o.courses))
-	for id := range o.courses {
-		ids = append(ids, id)
-	}
-	return ids
 }

@@ -247,10 +247,8 @@ func storedEvent(m Message, data []byte, id uint64, env string) (*Event, error) 
 	t := bytes.LastIndex(js, []byte(tsKey))
 	if d > 0 && t > d && js[len(js)-1] == '}' && bytes.HasPrefix(js[d+len(dataKey):], data) {
 		if ts, err := strconv.ParseInt(env[t+len(tsKey):len(env)-1], 10, 64); err == nil {
-			ev := &Event{ID: id, CourseID: m.CourseID, Type: m.Type, OperationID: m.OperationID, Timestamp: ts}
-			frame := appendFrameHead(make([]byte, chunkReserve, chunkReserve+48+len(m.Type)+len(js)), ev)
-			start := len(frame)
-			ev.setFrame(append(frame, js...), start)
+			ev := &Event{ID: id, CourseID: m.CourseID, Type: m.Type, OperationID: m.OperationID, Timestamp: ts,
+				JSON: js[:len(js):len(js)]}
 			ev.Data = ev.JSON[d+len(dataKey):][:len(data)]
 			return ev, nil
 		}

@@ -12,7 +12,6 @@ package poller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"coursestream/internal/httpjson"
+	"coursestream/internal/typefilter"
 	"coursestream/observer"
 )
 
@@ -101,14 +101,14 @@ func (p *Poller) LongPolls() int {
 type request struct {
 	course string
 	after  uint64
-	types  observer.Types
+	types  typefilter.Set
 	wait   time.Duration
 }
 
 func parse(r *http.Request) (request, error) {
 	req := request{course: r.PathValue("courseId")}
-	if !observer.ValidCourseID(req.course) {
-		return req, errors.New("invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+	if err := observer.CheckCourseID(req.course); err != nil {
+		return req, err
 	}
 	// One pass over the query: polls are the hottest request there is,
 	// and url.ParseQuery builds a map for three parameters.
@@ -138,7 +138,7 @@ func parse(r *http.Request) (request, error) {
 			seenAfter = true
 			var err error
 			if req.after, err = observer.ParseID(v); err != nil {
-				return req, fmt.Errorf("invalid after %q: a decimal event id is required", truncate(v))
+				return req, fmt.Errorf("invalid after %.32q: a decimal event id is required", v)
 			}
 		case "types":
 			typeValues = append(typeValues, v)
@@ -155,7 +155,7 @@ func parse(r *http.Request) (request, error) {
 		}
 	}
 	var err error
-	if req.types, err = observer.ParseTypes(typeValues); err != nil {
+	if req.types, err = typefilter.Parse(typeValues); err != nil {
 		return req, err
 	}
 	return req, nil
@@ -167,12 +167,13 @@ func parseWait(v string) (time.Duration, error) {
 	if err != nil {
 		n, nerr := strconv.ParseUint(v, 10, 32)
 		if nerr != nil {
-			return 0, fmt.Errorf("invalid wait %q: a duration such as 25s, at most %s", truncate(v), MaxWait)
+			d = -1
+		} else {
+			d = time.Duration(n) * time.Second
 		}
-		d = time.Duration(n) * time.Second
 	}
 	if d < 0 || d > MaxWait {
-		return 0, fmt.Errorf("invalid wait %q: a duration such as 25s, at most %s", truncate(v), MaxWait)
+		return 0, fmt.Errorf("invalid wait %.32q: a duration such as 25s, at most %s", v, MaxWait)
 	}
 	return d, nil
 }
@@ -363,10 +364,3 @@ var (
 	noCache         = []string{"no-cache"}
 	applicationJSON = []string{"application/json"}
 )
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
-}

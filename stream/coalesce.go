@@ -1,10 +1,9 @@
 package stream
 
 import (
+	"encoding/json"
 	"slices"
 	"time"
-
-	"coursestream/observer"
 )
 
 // coalescer is the debounced mode (?coalesce=): within each window at most
@@ -14,7 +13,7 @@ import (
 // writes the stream (a hub worker, or the request goroutine), one at a time.
 type coalescer struct {
 	window  time.Duration
-	pending map[coalesceKey]*observer.Event
+	pending map[coalesceKey]*frame
 }
 
 type coalesceKey struct{ typ, subject string }
@@ -27,16 +26,16 @@ func newCoalescer(window time.Duration) *coalescer {
 	if window <= 0 {
 		return &coalescer{}
 	}
-	return &coalescer{window: window, pending: make(map[coalesceKey]*observer.Event)}
+	return &coalescer{window: window, pending: make(map[coalesceKey]*frame)}
 }
 
 func (co *coalescer) enabled() bool { return co.window > 0 }
 
 // add keeps ev as the latest of its key. It reports whether ev is the first
 // event of a window (the caller then starts the timer).
-func (co *coalescer) add(ev *observer.Event) (first bool) {
+func (co *coalescer) add(f *frame) (first bool) {
 	first = len(co.pending) == 0
-	co.pending[coalesceKey{ev.Type, ev.Subject()}] = ev
+	co.pending[coalesceKey{f.ev.Type, f.subjectOf()}] = f
 	return first
 }
 
@@ -44,23 +43,56 @@ func (co *coalescer) add(ev *observer.Event) (first bool) {
 func (co *coalescer) start() <-chan time.Time { return time.After(co.window) }
 
 // flush returns the kept events in id order and empties the window.
-func (co *coalescer) flush() []*observer.Event {
+func (co *coalescer) flush() []*frame {
 	if len(co.pending) == 0 {
 		return nil
 	}
-	evs := make([]*observer.Event, 0, len(co.pending))
-	for k, ev := range co.pending {
-		evs = append(evs, ev)
+	fs := make([]*frame, 0, len(co.pending))
+	for k, f := range co.pending {
+		fs = append(fs, f)
 		delete(co.pending, k)
 	}
-	slices.SortFunc(evs, func(a, b *observer.Event) int {
+	slices.SortFunc(fs, func(a, b *frame) int {
 		switch {
-		case a.ID < b.ID:
+		case a.ev.ID < b.ev.ID:
 			return -1
-		case a.ID > b.ID:
+		case a.ev.ID > b.ev.ID:
 			return 1
 		}
 		return 0
 	})
-	return evs
+	return fs
+}
+
+// subjectOf is what the frame's event is about, for debouncing:
+// data.chapterId, else data.videoId (as JSON text, so "1" and 1 differ,
+// prefixed so that a chapter and a video of the same id differ), else "".
+// It is computed once per frame, however many streams ask.
+func (f *frame) subjectOf() string {
+	if p := f.subject.Load(); p != nil {
+		return *p
+	}
+	s := subjectOf(f.ev.Data)
+	f.subject.Store(&s)
+	return s
+}
+
+func subjectOf(data json.RawMessage) string {
+	if len(data) == 0 || data[0] != '{' {
+		return ""
+	}
+	var s struct {
+		ChapterID json.RawMessage `json:"chapterId"`
+		VideoID   json.RawMessage `json:"videoId"`
+	}
+	if json.Unmarshal(data, &s) != nil {
+		return ""
+	}
+	switch {
+	case len(s.ChapterID) > 0 && string(s.ChapterID) != "null":
+		return "c" + string(s.ChapterID)
+	case len(s.VideoID) > 0 && string(s.VideoID) != "null":
+		return "v" + string(s.VideoID)
+	}
+	return ""
 }

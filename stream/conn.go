@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,18 +27,18 @@ type conn struct {
 	queued atomic.Int64  // bytes of frames in queue
 
 	mu        sync.Mutex
-	queue     []*observer.Event
-	spare     []*observer.Event // the other queue buffer, swapped in by take
-	replaying bool              // catching up from history: events are not queued
-	liveHead  uint64            // highest id announced while replaying
-	beat      bool              // a heartbeat is due
-	ending    error             // end was called: send the final frame, then stop
-	stopped   bool              // no more events are queued, nothing more is written
-	clean     bool              // the final frame is out: end without cutting the connection
-	killed    bool              // stop at any cost: even a clean end is cut
-	finished  bool              // the request goroutine is done with the ResponseWriter
-	scheduled bool              // direct: on the hub's run queue
-	windowDue bool              // direct: the coalesce window closed
+	queue     []*frame
+	spare     []*frame // the other queue buffer, swapped in by take
+	replaying bool     // catching up from history: events are not queued
+	liveHead  uint64   // highest id announced while replaying
+	beat      bool     // a heartbeat is due
+	ending    error    // end was called: send the final frame, then stop
+	stopped   bool     // no more events are queued, nothing more is written
+	clean     bool     // the final frame is out: end without cutting the connection
+	killed    bool     // stop at any cost: even a clean end is cut
+	finished  bool     // the request goroutine is done with the ResponseWriter
+	scheduled bool     // direct: on the hub's run queue
+	windowDue bool     // direct: the coalesce window closed
 
 	// Owned by the writer.
 	pos         uint64 // the last id sent or examined
@@ -47,12 +46,11 @@ type conn struct {
 	window      <-chan time.Time // viaHandler: the coalesce window's end
 	windowTimer *time.Timer      // direct: the same, as a timer
 
-	fanout *atomic.Int32 // streams open on the course here (Hub.fanout)
+	topic *topic // the course's record in the hub (Hub.topics)
 
 	// Set by Hub.open, released by Hub.release.
 	unsubscribe func()
 	stopAfter   func() bool
-	unfollow    func() bool // stops following the request's context (a stream with an expiry)
 	timers      []*time.Timer
 	opened      time.Time
 }
@@ -71,8 +69,10 @@ type sink interface {
 	// fixed writes a frame that every stream sends (retry:, heartbeat),
 	// framed once.
 	fixed(f *fixedFrame) bool
-	// event writes an event's frame, encoded once for every subscriber.
-	event(ev *observer.Event) bool
+	// event writes a live event's frame, encoded once for every stream.
+	event(f *frame) bool
+	// history writes an event replayed from history.
+	history(ev *observer.Event) bool
 	// flush pushes out what is buffered.
 	flush() bool
 	// finish ends the response cleanly after the final frame.
@@ -126,7 +126,8 @@ func (c *conn) onEvent(ev *observer.Event) {
 		c.mu.Unlock()
 		return
 	}
-	size := int64(len(ev.Frame))
+	f := c.topic.frameOf(ev)
+	size := int64(len(f.sse))
 	if q := c.queued.Load() + c.waitingBytes(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
 		dropped := len(c.queue) + 1
 		c.mu.Unlock()
@@ -134,12 +135,12 @@ func (c *conn) onEvent(ev *observer.Event) {
 		c.stop(errSlow)
 		return
 	}
-	if c.writeInlineLocked(ev) {
+	if c.writeInlineLocked(f) {
 		c.mu.Unlock()
 		c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
 		return
 	}
-	c.queue = append(c.queue, ev)
+	c.queue = append(c.queue, f)
 	c.queued.Add(size)
 	c.wakeLocked()
 	c.mu.Unlock()
@@ -149,15 +150,16 @@ func (c *conn) onEvent(ev *observer.Event) {
 // itself when nothing else is due for a direct stream of a small course:
 // the write does not wait (what the kernel does not take goes to the
 // flusher), and no hand-off adds latency. c.mu is held.
-func (c *conn) writeInlineLocked(ev *observer.Event) bool {
+func (c *conn) writeInlineLocked(f *frame) bool {
+	ev := f.ev
 	d, ok := c.out.(*direct)
 	if !ok || !d.live || c.scheduled || len(c.queue) > 0 || c.beat || c.ending != nil ||
-		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.fanout.Load() > inlineFanout ||
+		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.topic.streams.Load() > inlineFanout ||
 		d.flushing || len(d.pending) > 0 || d.closed {
 		return false
 	}
 	c.pos = ev.ID // no worker holds the connection: not scheduled
-	d.writeLocked(ev.Chunk)
+	d.writeLocked(f.chunk)
 	return true
 }
 
@@ -184,7 +186,7 @@ func (c *conn) wakeLocked() {
 	if _, ok := c.out.(*direct); ok && !c.replaying {
 		if !c.scheduled {
 			c.scheduled = true
-			c.h.runq.push(c)
+			c.h.runq.Push(c)
 		}
 		return
 	}
@@ -246,7 +248,7 @@ func (c *conn) end(cause error) {
 
 // take returns the queued events and what else is due, and empties the
 // queue (the two buffers alternate: no allocation once they have grown).
-func (c *conn) take() (batch []*observer.Event, beat bool, ending error) {
+func (c *conn) take() (batch []*frame, beat bool, ending error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	batch, beat, ending = c.queue, c.beat, c.ending
@@ -273,8 +275,9 @@ func (c *conn) begin(st start) bool {
 func (c *conn) deliver() bool {
 	batch, beat, ending := c.take()
 	defer clear(batch) // drop the references the spare buffer would keep
-	for _, ev := range batch {
-		size := int64(len(ev.Frame))
+	for _, f := range batch {
+		ev := f.ev
+		size := int64(len(f.sse))
 		switch {
 		case ev.Reset:
 			if kept := c.co.flush(); kept != nil {
@@ -283,7 +286,8 @@ func (c *conn) deliver() bool {
 					return false
 				}
 			}
-			if !c.writeReset(ev.ID) {
+			c.h.cfg.Metrics.ResetSent()
+			if !c.out.frame(f.sse) {
 				return false
 			}
 			c.pos = ev.ID
@@ -291,12 +295,12 @@ func (c *conn) deliver() bool {
 			// already sent from history
 		case c.co.enabled():
 			c.pos = ev.ID
-			if c.co.add(ev) {
+			if c.co.add(f) {
 				c.startWindow()
 			}
 		default:
 			c.pos = ev.ID
-			if !c.writeEvent(ev) {
+			if !c.writeEvent(f) {
 				return false
 			}
 		}
@@ -371,8 +375,8 @@ func (c *conn) catchUp(page observer.Page) bool {
 			}
 			replayed++
 			if c.co.enabled() {
-				c.co.add(ev)
-			} else if !c.writeEvent(ev) {
+				c.co.add(newFrame(ev)) // kept until the window closes
+			} else if !c.writeHistory(ev) {
 				return false
 			}
 		}
@@ -436,19 +440,28 @@ func (c *conn) catchUp(page observer.Page) bool {
 }
 
 // writeEvents writes frames without flushing.
-func (c *conn) writeEvents(evs []*observer.Event) bool {
-	for _, ev := range evs {
-		if !c.writeEvent(ev) {
+func (c *conn) writeEvents(fs []*frame) bool {
+	for _, f := range fs {
+		if !c.writeEvent(f) {
 			return false
 		}
 	}
 	return true
 }
 
-// writeEvent writes one event's frame, shared by every subscriber, and
-// counts it as delivered.
-func (c *conn) writeEvent(ev *observer.Event) bool {
-	if !c.out.event(ev) {
+// writeEvent writes one event's frame, shared by every stream, and counts
+// it as delivered.
+func (c *conn) writeEvent(f *frame) bool {
+	if !c.out.event(f) {
+		return false
+	}
+	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(f.ev.Timestamp)))
+	return true
+}
+
+// writeHistory writes one replayed event and counts it as delivered.
+func (c *conn) writeHistory(ev *observer.Event) bool {
+	if !c.out.history(ev) {
 		return false
 	}
 	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
@@ -456,35 +469,16 @@ func (c *conn) writeEvent(ev *observer.Event) bool {
 }
 
 func (c *conn) writeReset(last uint64) bool {
-	id := strconv.AppendUint(nil, last, 10)
-	b := make([]byte, 0, 96+len(c.req.course))
-	b = append(b, "id: "...)
-	b = append(b, id...)
-	b = append(b, "\nevent: "+observer.TypeReset+"\ndata: {\"courseId\":\""...)
-	b = append(b, c.req.course...)
-	b = append(b, `","lastEventId":"`...)
-	b = append(b, id...)
-	b = append(b, "\"}\n\n"...)
 	c.h.cfg.Metrics.ResetSent()
-	return c.out.frame(b)
+	return c.out.frame(appendReset(make([]byte, 0, 96+len(c.req.course)), c.req.course, last))
 }
 
 // finalFrame tells the client when to come back (Config.Retry plus a random
-// share of Config.DrainJitter, so that clients spread their reconnections),
-// and ends the stream cleanly. The frame sets retry: for EventSource and
-// carries the same delay as a DrainEvent for libraries that reconnect by
-// themselves (EventSource does not show retry: to scripts). It has no id
-// line, so the client's last event id is unchanged, and its event name
-// cannot be a course event type, so no course listener fires.
+// share of Config.DrainJitter, so that clients spread their reconnections;
+// see appendDrain), and ends the stream cleanly.
 func (c *conn) finalFrame(cause error) {
 	jitter := time.Duration(rand.Int64N(int64(c.h.cfg.DrainJitter)))
-	ms := strconv.AppendInt(nil, (c.h.cfg.Retry + jitter).Milliseconds(), 10)
-	b := make([]byte, 0, 128)
-	b = append(b, ": "+cause.Error()+"\nevent: "+DrainEvent+"\ndata: {\"retryMs\":"...)
-	b = append(b, ms...)
-	b = append(b, "}\nretry: "...)
-	b = append(b, ms...)
-	b = append(b, "\n\n"...)
+	b := appendDrain(make([]byte, 0, 128), cause, c.h.cfg.Retry+jitter)
 	if c.out.frame(b) && c.out.flush() {
 		c.mu.Lock()
 		c.clean = true
@@ -493,17 +487,3 @@ func (c *conn) finalFrame(cause error) {
 	}
 	c.stop(cause)
 }
-
-// DrainEvent is the SSE event name of the final frame of a stream ended on
-// purpose (shutdown, --max-stream-age); its data is {"retryMs": N}, the
-// delay after which to reconnect. The colon keeps it outside the pattern of
-// course event types.
-const DrainEvent = "coursestream:drain"
-
-// fixedFrame is a frame that is the same for every stream, also framed as
-// an HTTP/1.1 chunk, once, for the streams written to their sockets.
-type fixedFrame struct{ frame, chunk []byte }
-
-func newFixedFrame(frame []byte) *fixedFrame { return &fixedFrame{frame: frame, chunk: chunk(frame)} }
-
-var heartbeat = newFixedFrame([]byte(": hb\n\n"))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -14,8 +13,8 @@ import (
 
 // direct writes an HTTP/1.1 stream straight to its connection, taken over
 // from net/http after the request: headers, then each frame as one chunk
-// of a chunked body. Events go out as the chunk encoded once per event
-// (observer.Event.Chunk).
+// of a chunked body. Live events go out as the chunk encoded once per
+// event (frame.chunk).
 //
 // While the request goroutine replays (live is false) writes are buffered
 // and flushed with blocking writes. Live, the hub's workers write with
@@ -76,34 +75,9 @@ func takeOver(c *conn, w http.ResponseWriter) (*direct, error) {
 	_ = brw // what the client sent after its request is ignored: it has nothing to say
 	_ = nc.SetDeadline(time.Time{})
 	d := newDirect(c, nc, raw)
-	header.Set("Content-Type", "text/event-stream")
-	header.Set("Cache-Control", "no-cache")
-	header.Set("X-Accel-Buffering", "no")
-	header.Set("Transfer-Encoding", "chunked")
-	header.Set("Connection", "close") // the stream owns the connection to its end
-	header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	header.Del("Content-Length")
-	d.buf = append(d.buf, "HTTP/1.1 200 OK\r\n"...)
-	hb := headerBuffer{b: d.buf}
-	_ = header.Write(&hb)
-	d.buf = append(hb.b, "\r\n"...)
+	d.buf = appendResponseHead(d.buf, header)
 	return d, nil
 }
-
-type headerBuffer struct{ b []byte }
-
-func (h *headerBuffer) Write(p []byte) (int, error) { h.b = append(h.b, p...); return len(p), nil }
-
-// chunk frames p as one HTTP/1.1 chunk.
-func chunk(p []byte) []byte {
-	b := make([]byte, 0, len(p)+12)
-	b = strconv.AppendUint(b, uint64(len(p)), 16)
-	b = append(b, "\r\n"...)
-	b = append(b, p...)
-	return append(b, "\r\n"...)
-}
-
-var lastChunk = []byte("0\r\n\r\n")
 
 // isLive: live changes once, under c.mu, from the request goroutine that
 // replays; the workers that write afterwards got the connection under
@@ -114,19 +88,34 @@ func (d *direct) frame(p []byte) bool { return d.write(chunk(p)) }
 
 func (d *direct) fixed(f *fixedFrame) bool { return d.write(f.chunk) }
 
-func (d *direct) event(ev *observer.Event) bool { return d.write(ev.Chunk) }
+func (d *direct) event(f *frame) bool { return d.write(f.chunk) }
+
+// history appends a replayed event's chunk straight into the replay buffer.
+func (d *direct) history(ev *observer.Event) bool {
+	if d.isLive() {
+		return d.write(appendEventChunk(nil, ev))
+	}
+	d.buf = appendEventChunk(d.buf, ev)
+	return d.spill()
+}
 
 func (d *direct) write(p []byte) bool {
 	if !d.isLive() {
 		d.buf = append(d.buf, p...)
-		if len(d.buf) >= 64<<10 { // a long replay: do not hold it all
-			return d.flush()
-		}
-		return true
+		return d.spill()
 	}
 	d.c.mu.Lock()
 	defer d.c.mu.Unlock()
 	return d.writeLocked(p)
+}
+
+// spill writes out a replay buffer that has grown long: a long replay is
+// not held all in memory.
+func (d *direct) spill() bool {
+	if len(d.buf) >= 64<<10 {
+		return d.flush()
+	}
+	return true
 }
 
 // writeLocked writes p now if the kernel takes it, else queues what is

@@ -16,6 +16,8 @@ type viaHandler struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
 	armed time.Time // the write deadline last set
+
+	scratch []byte // history: the frame being written
 }
 
 func newViaHandler(c *conn, w http.ResponseWriter) *viaHandler {
@@ -40,10 +42,7 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 // while serve waits is small: the work is in begin and deliver.
 func (v *viaHandler) serve(st start) {
 	c := v.c
-	h := v.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	setHeaders(v.w.Header())
 	v.w.WriteHeader(http.StatusOK)
 	ok := c.begin(st)
 	for ok {
@@ -61,9 +60,15 @@ func (v *viaHandler) serve(st start) {
 
 func (v *viaHandler) frame(p []byte) bool { return v.write(p) }
 
-func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.frame) }
+func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.sse) }
 
-func (v *viaHandler) event(ev *observer.Event) bool { return v.write(ev.Frame) }
+func (v *viaHandler) event(f *frame) bool { return v.write(f.sse) }
+
+// history builds a replayed event's frame in a buffer reused for each.
+func (v *viaHandler) history(ev *observer.Event) bool {
+	v.scratch = appendEventFrame(v.scratch[:0], ev)
+	return v.write(v.scratch)
+}
 
 func (v *viaHandler) write(p []byte) bool {
 	v.arm()

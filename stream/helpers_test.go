@@ -79,8 +79,8 @@ func (e *env) publish(course, typ, data string) *observer.Event {
 	return ev
 }
 
-// frame is one parsed SSE frame.
-type frame struct {
+// sseFrame is one parsed SSE frame.
+type sseFrame struct {
 	id, event, data, retry string
 	comment                bool
 	hasID                  bool
@@ -123,7 +123,7 @@ func (c *sseClient) close() { c.resp.Body.Close() }
 
 // next returns the next frame, or ok=false at EOF. A test that hangs here
 // fails by the test timeout; callers bound their own waits with deadlines.
-func (c *sseClient) next() (f frame, ok bool) {
+func (c *sseClient) next() (f sseFrame, ok bool) {
 	c.t.Helper()
 	seen := false
 	for {
@@ -158,7 +158,7 @@ func (c *sseClient) next() (f frame, ok bool) {
 }
 
 // nextEvent skips comments and retry-only frames.
-func (c *sseClient) nextEvent() (frame, bool) {
+func (c *sseClient) nextEvent() (sseFrame, bool) {
 	c.t.Helper()
 	for {
 		f, ok := c.next()
@@ -169,9 +169,9 @@ func (c *sseClient) nextEvent() (frame, bool) {
 }
 
 // events reads n data frames and returns their ids, failing on EOF.
-func (c *sseClient) events(n int) []frame {
+func (c *sseClient) events(n int) []sseFrame {
 	c.t.Helper()
-	out := make([]frame, 0, n)
+	out := make([]sseFrame, 0, n)
 	for len(out) < n {
 		f, ok := c.nextEvent()
 		if !ok {
@@ -182,7 +182,7 @@ func (c *sseClient) events(n int) []frame {
 	return out
 }
 
-func frameIDs(fs []frame) []uint64 {
+func frameIDs(fs []sseFrame) []uint64 {
 	ids := make([]uint64, len(fs))
 	for i, f := range fs {
 		ids[i], _ = strconv.ParseUint(f.id, 10, 64)

@@ -9,10 +9,11 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"coursestream/internal/httpjson"
+	"coursestream/internal/typefilter"
+	"coursestream/internal/workq"
 	"coursestream/observer"
 )
 
@@ -56,8 +57,8 @@ type Config struct {
 // Hub serves GET /v1/courses/{courseId}/events: one SSE stream per request,
 // fed from the broker. The broker's listener only appends an event to the
 // connection's bounded queue, so a slow client never holds up another.
-// Frames are encoded once per event (observer.Event.Frame, .Chunk) and
-// written as they are to every subscriber.
+// Each event's frame is encoded once (wire.go, shared through the course's
+// topic) and written as it is to every stream.
 //
 // An HTTP/1.1 stream is taken over from net/http after its replay: the
 // hub's workers (one per CPU) write its live frames straight to the socket
@@ -78,11 +79,9 @@ type Hub struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	fanout   map[string]*atomic.Int32 // streams open per course
+	topics   map[string]*topic // per course with streams open here
 	draining bool
 	empty    chan struct{} // closed when the last stream ends (Wait's signal); nil when nobody waits
-
-	active atomic.Int64
 }
 
 // inlineFanout is the most streams a course may have for its publisher to
@@ -115,14 +114,22 @@ func New(b observer.Broker, cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger, runq: newRunq(runtime.GOMAXPROCS(0)),
-		retry: newFixedFrame(fmt.Appendf(nil, "retry: %d\n\n", cfg.Retry.Milliseconds())),
-		conns: make(map[*conn]struct{}), fanout: make(map[string]*atomic.Int32),
+		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*conn](runtime.GOMAXPROCS(0)),
+		retry: retryFrame(cfg.Retry),
+		conns: make(map[*conn]struct{}), topics: make(map[string]*topic),
 	}
 }
 
-// Connections returns the number of open streams.
-func (h *Hub) Connections() int { return int(h.active.Load()) }
+// WithExpiry returns ctx telling the stream served with it that its
+// client's authorization ends at t (a token's expiry): the stream then ends
+// cleanly, with its final frame, and the client reconnects with a fresh
+// token. A deadline of the request's context is not an expiry: it cuts the
+// stream.
+func WithExpiry(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, expiryKey{}, t)
+}
+
+type expiryKey struct{}
 
 // Run sends a heartbeat comment to every stream each Config.Heartbeat until
 // ctx ends.
@@ -132,9 +139,9 @@ func (h *Hub) Connections() int { return int(h.active.Load()) }
 // stopped (Drain's final frames are written by them).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range cap(h.runq.wake) {
+	for range h.runq.Workers() {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.runq.work(ctx) }()
+		go func() { defer wg.Done(); h.runq.Work(ctx, (*conn).runDirect) }()
 	}
 	defer wg.Wait()
 	t := time.NewTicker(h.cfg.Heartbeat)
@@ -214,14 +221,13 @@ func (h *Hub) register(c *conn) (full bool, refused error) {
 		return true, errFull
 	}
 	h.conns[c] = struct{}{}
-	n := h.fanout[c.req.course]
-	if n == nil {
-		n = new(atomic.Int32)
-		h.fanout[c.req.course] = n
+	t := h.topics[c.req.course]
+	if t == nil {
+		t = new(topic)
+		h.topics[c.req.course] = t
 	}
-	n.Add(1)
-	c.fanout = n
-	h.active.Add(1)
+	t.streams.Add(1)
+	c.topic = t
 	return false, nil
 }
 
@@ -229,10 +235,9 @@ func (h *Hub) unregister(c *conn) {
 	h.mu.Lock()
 	if _, ok := h.conns[c]; ok {
 		delete(h.conns, c)
-		if c.fanout.Add(-1) == 0 {
-			delete(h.fanout, c.req.course)
+		if c.topic.streams.Add(-1) == 0 {
+			delete(h.topics, c.req.course)
 		}
-		h.active.Add(-1)
 		if len(h.conns) == 0 && h.empty != nil {
 			close(h.empty)
 			h.empty = nil
@@ -295,11 +300,8 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	_, hijackable := innermost(w).(http.Hijacker)
 	takeover := hijackable && r.ProtoAtLeast(1, 1) && r.TLS == nil // a TLS connection has no socket to write to
 
-	// A deadline on the request is its token's expiry: the stream ends
-	// cleanly then, with the final frame (see below), not cut by it.
-	expiry, expires := r.Context().Deadline()
 	base := r.Context()
-	if takeover || expires {
+	if takeover {
 		// A taken-over stream outlives its request: keep the request's
 		// values, not its cancellation.
 		base = context.WithoutCancel(base)
@@ -326,16 +328,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	// However the context ends (client gone, token expired, stop), a write
 	// blocked on the client is interrupted.
 	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
-	if expires {
-		if !takeover {
-			// The request's context still tells when the client goes away.
-			rctx := r.Context()
-			c.unfollow = context.AfterFunc(rctx, func() {
-				if !errors.Is(rctx.Err(), context.DeadlineExceeded) {
-					cancel(context.Cause(rctx))
-				}
-			})
-		}
+	if expiry, ok := r.Context().Value(expiryKey{}).(time.Time); ok {
+		// The token's expiry: the stream ends cleanly then, with its final
+		// frame.
 		c.after(time.Until(expiry), func() { c.end(errExpired) })
 	}
 	if h.cfg.MaxStreamAge > 0 {
@@ -419,9 +414,6 @@ func (h *Hub) release(c *conn) {
 	if c.stopAfter != nil {
 		c.stopAfter()
 	}
-	if c.unfollow != nil {
-		c.unfollow()
-	}
 	c.cancel(nil)
 	h.unregister(c)
 	h.cfg.Metrics.StreamClosed(reason)
@@ -441,7 +433,7 @@ func closeReason(cause error) string {
 		return "shutdown"
 	case errors.Is(cause, errMaxAge):
 		return "age"
-	case errors.Is(cause, errExpired), errors.Is(cause, context.DeadlineExceeded):
+	case errors.Is(cause, errExpired):
 		return "expired"
 	case cause == nil, errors.Is(cause, context.Canceled), errors.Is(cause, errClientGone):
 		return "client"
@@ -461,7 +453,7 @@ func (h *Hub) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 // request is a parsed and validated subscription request.
 type request struct {
 	course   string
-	types    observer.Types
+	types    typefilter.Set
 	coalesce time.Duration
 	// lastID is where the client is; resume says it gave one, badID that
 	// what it gave is not an id of ours (it gets a reset).
@@ -472,18 +464,18 @@ type request struct {
 
 func parseRequest(r *http.Request) (request, error) {
 	req := request{course: r.PathValue("courseId")}
-	if !observer.ValidCourseID(req.course) {
-		return req, fmt.Errorf("invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+	if err := observer.CheckCourseID(req.course); err != nil {
+		return req, err
 	}
 	q := r.URL.Query()
 	var err error
-	if req.types, err = observer.ParseTypes(q["types"]); err != nil {
+	if req.types, err = typefilter.Parse(q["types"]); err != nil {
 		return req, err
 	}
 	if v := q.Get("coalesce"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxCoalesce {
-			return req, fmt.Errorf("invalid coalesce %q: a duration such as 500ms, at most %s", truncate(v), MaxCoalesce)
+			return req, fmt.Errorf("invalid coalesce %.32q: a duration such as 500ms, at most %s", v, MaxCoalesce)
 		}
 		req.coalesce = d
 	}
@@ -500,11 +492,4 @@ func parseRequest(r *http.Request) (request, error) {
 		}
 	}
 	return req, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }

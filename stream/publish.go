@@ -49,8 +49,8 @@ type publishBody struct {
 // ServeHTTP implements http.Handler.
 func (p *Publisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	course := r.PathValue("courseId")
-	if !observer.ValidCourseID(course) {
-		httpjson.Error(w, http.StatusBadRequest, "invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+	if err := observer.CheckCourseID(course); err != nil {
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	// The body holds the data plus a little; whitespace may make it larger

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,8 +21,11 @@ func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discard) WriteHeader(int)             {}
 func (d *discard) Flush()                      {}
 
-func benchEvents(b *testing.B, n int) []*observer.Event {
+// benchEvents returns n events of one course and their frames, built
+// beforehand as the first stream of a course builds them for the others.
+func benchEvents(b *testing.B, n int) ([]*observer.Event, []*frame) {
 	evs := make([]*observer.Event, n)
+	fs := make([]*frame, n)
 	for i := range evs {
 		m := observer.Message{CourseID: "course-123", Type: "upload-progress",
 			Data: json.RawMessage(`{"videoId":"v` + strconv.Itoa(i%10) + `","progress":42}`)}
@@ -32,14 +34,15 @@ func benchEvents(b *testing.B, n int) []*observer.Event {
 		if err != nil {
 			b.Fatal(err)
 		}
-		evs[i] = ev
+		evs[i], fs[i] = ev, newFrame(ev)
 	}
-	return evs
+	return evs, fs
 }
 
 // BenchmarkDeliver is one subscriber's hot path for one event through the
-// ResponseWriter: the listener queues it, the writer writes its frame and
-// flushes. It must not allocate.
+// ResponseWriter: the listener finds the frame the course's first stream
+// built (topic.frameOf) and queues it, the writer writes it and flushes. It
+// must not allocate.
 func BenchmarkDeliver(b *testing.B) {
 	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -47,13 +50,15 @@ func BenchmarkDeliver(b *testing.B) {
 	c := newConn(h, ctx, cancel, request{course: "course-123"})
 	c.out = newViaHandler(c, &discard{h: http.Header{}})
 	c.replaying = false
-	evs := benchEvents(b, 4096)
+	c.topic = new(topic)
+	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
 			c.pos = 0
 		}
+		c.topic.last.Store(fs[i%len(fs)])
 		c.onEvent(ev)
 		<-c.notify
 		if !c.deliver() {
@@ -88,21 +93,22 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c := newConn(h, ctx, cancel, request{course: "course-123"})
-	c.fanout = new(atomic.Int32) // as register sets it: a course wide enough that the worker writes
-	c.fanout.Store(inlineFanout + 1)
+	c.topic = new(topic) // as register sets it: a course wide enough that the worker writes
+	c.topic.streams.Store(inlineFanout + 1)
 	d := newDirect(c, server, raw)
 	d.live = true
 	c.out = d
 	c.replaying = false
-	evs := benchEvents(b, 4096)
+	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
 			c.pos = 0
 		}
+		c.topic.last.Store(fs[i%len(fs)])
 		c.onEvent(ev)
-		if c.h.runq.pop() != c {
+		if next, _ := c.h.runq.Pop(); next != c {
 			b.Fatal("not scheduled")
 		}
 		c.runDirect()
@@ -110,12 +116,12 @@ func BenchmarkDeliverDirect(b *testing.B) {
 }
 
 func BenchmarkCoalesce(b *testing.B) {
-	evs := benchEvents(b, 100) // 10 subjects
+	_, fs := benchEvents(b, 100) // 10 subjects
 	co := newCoalescer(time.Second)
 	b.ReportAllocs()
 	for b.Loop() {
-		for _, ev := range evs {
-			co.add(ev)
+		for _, f := range fs {
+			co.add(f)
 		}
 		if got := co.flush(); len(got) != 10 {
 			b.Fatalf("kept %d", len(got))

@@ -87,8 +87,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnState:         unused.track,
 	}
-	srv.RegisterOnShutdown(hub.Drain) // Shutdown does not end streams by itself
-	srv.RegisterOnShutdown(poll.Drain)
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -121,7 +119,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 
 	// Not ready first (load balancers stop sending), then end streams and
-	// long-polls, then wait for the rest within the grace period.
+	// long-polls (Shutdown does not end them by itself), then wait for the
+	// rest within the grace period.
 	ready.Store(false)
 	stopping := time.Now()
 	hub.Drain()
@@ -237,8 +236,11 @@ func routes(d routeDeps) http.Handler {
 	getHead("/metrics", d.metrics.Handler().ServeHTTP)
 	getHead("/openapi.json", docs.Handler().ServeHTTP)
 
-	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe), auth.Middleware(d.auth, auth.Publish)
-	r.With(subscribe).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
+	// A stream ends at its token's expiry with its final frame; a poll or a
+	// publish gets the expiry as its deadline.
+	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe, nil), auth.Middleware(d.auth, auth.Publish, nil)
+	streams := auth.Middleware(d.auth, auth.Subscribe, stream.WithExpiry)
+	r.With(streams).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
 	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
 	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 	r.With(subscribe).Head("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)

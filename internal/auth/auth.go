@@ -181,17 +181,18 @@ func (a *Authorizer) Check(r *http.Request, course string, access Access) (time.
 
 // Middleware guards a /v1/courses/{courseId}/... route. A nil Authorizer
 // (open dev mode) lets everything through. The course id is validated first
-// (400), then the token (401, 403). A request whose token expires ends when
-// it does: its context gets the token's expiry as deadline, which an SSE
-// stream takes as the time to end (with its final frame), after which the
-// client reconnects with a fresh token.
-func Middleware(a *Authorizer, access Access) func(http.Handler) http.Handler {
+// (400), then the token (401, 403). A request whose token expires is told
+// so by expire, which returns the request's context carrying the expiry:
+// an SSE stream's (stream.WithExpiry) ends then with its final frame, after
+// which the client reconnects with a fresh token. A nil expire gives the
+// context the expiry as its deadline.
+func Middleware(a *Authorizer, access Access, expire func(context.Context, time.Time) context.Context) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if a == nil {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r, cancel := a.admit(w, r, access)
+			r, cancel := a.admit(w, r, access, expire)
 			if r == nil {
 				return
 			}
@@ -201,14 +202,14 @@ func Middleware(a *Authorizer, access Access) func(http.Handler) http.Handler {
 	}
 }
 
-// admit checks r and returns it with the token's deadline, or answers the
+// admit checks r and returns it with the token's expiry, or answers the
 // error itself and returns nil.
 //
 //go:noinline
-func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access) (*http.Request, context.CancelFunc) {
+func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access, expire func(context.Context, time.Time) context.Context) (*http.Request, context.CancelFunc) {
 	course := r.PathValue("courseId")
-	if !observer.ValidCourseID(course) {
-		httpjson.Error(w, http.StatusBadRequest, "invalid course id: it must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+	if err := observer.CheckCourseID(course); err != nil {
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return nil, nil
 	}
 	exp, err := a.Check(r, course, access)
@@ -221,8 +222,11 @@ func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access
 		httpjson.Error(w, http.StatusUnauthorized, err.Error())
 		return nil, nil
 	}
-	if exp.IsZero() {
+	switch {
+	case exp.IsZero():
 		return r, func() {}
+	case expire != nil:
+		return r.WithContext(expire(r.Context(), exp)), func() {}
 	}
 	ctx, cancel := context.WithDeadlineCause(r.Context(), exp, errExpired)
 	return r.WithContext(ctx), cancel
@@ -230,6 +234,3 @@ func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access
 
 // errExpired is the cause of a request context ended by its token's expiry.
 var errExpired = errors.New("token expired")
-
-// Expired reports whether ctx ended because its token expired.
-func Expired(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errExpired) }

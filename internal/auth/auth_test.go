@@ -151,7 +151,7 @@ func TestMiddleware(t *testing.T) {
 	t.Parallel()
 	a := New(key, nil)
 	var deadline time.Time
-	h := Middleware(a, Subscribe)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := Middleware(a, Subscribe, nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deadline, _ = r.Context().Deadline()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -186,7 +186,7 @@ func TestMiddleware(t *testing.T) {
 		t.Fatalf("request deadline %v, want the token's expiry", deadline)
 	}
 	open := httptest.NewRecorder()
-	Middleware(nil, Subscribe)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) })).
+	Middleware(nil, Subscribe, nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) })).
 		ServeHTTP(open, httptest.NewRequest(http.MethodGet, "/v1/courses/c1/events", nil))
 	if open.Code != 299 {
 		t.Fatalf("open mode answered %d without calling the handler", open.Code)
