@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net/http"
 	"regexp"
@@ -171,13 +170,19 @@ func TestOpenAPIHoldsToTheServer(t *testing.T) {
 			apiCase{op: m + " /{file}", srv: open, path: "/no-such-file.js", status: 404},
 		)
 	}
-	names, _ := fs.Glob(web.Files(), "*")
-	for _, name := range names {
-		if name != "index.html" {
+	for _, name := range web.Names() {
+		switch {
+		case name == "index.html":
+		case strings.HasPrefix(name, "coursestream/"):
+			add(apiCase{op: "GET /coursestream/{module}", srv: open, path: "/" + name, status: 200})
+		default:
 			add(apiCase{op: "GET /{file}", srv: open, path: "/" + name, status: 200})
 		}
 	}
 	add(apiCase{op: "HEAD /{file}", srv: open, path: "/coursestream.js", status: 200})
+	add(apiCase{op: "GET /coursestream/{module}", srv: open, path: "/coursestream/no-such-module.js", status: 404})
+	add(apiCase{op: "HEAD /coursestream/{module}", srv: open, path: "/coursestream/connection.js", status: 200})
+	add(apiCase{op: "HEAD /coursestream/{module}", srv: open, path: "/coursestream/no-such-module.js", status: 404})
 
 	defer func() {
 		for _, stop := range api.kept {
