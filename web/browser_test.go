@@ -18,7 +18,7 @@ import (
 // TestBrowser runs the browser tests (web/test/*.test.mjs, node:test with
 // playwright-core) in Debian's headless Chromium against the real binary,
 // and the type checks of the library (TypeScript on its JSDoc and .d.ts):
-// it builds ./cmd/coursestream, starts three servers on free loopback ports
+// it builds ./cmd/coursestream, starts four servers on free loopback ports
 // (one with --max-connections 1 for the 503 fallback, one whose streams end
 // on purpose every 1.2-1.5 s, for planned reconnections) and runs node.
 // Missing Chromium, node or node_modules skip the test locally and fail it
@@ -59,6 +59,9 @@ func TestBrowser(t *testing.T) {
 	base := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms")
 	limited := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms", "--max-connections", "1")
 	aged := startServer(t, bin, "--heartbeat", "1s", "--retry", "200ms", "--max-stream-age", "1500ms", "--drain-jitter", "300ms")
+	// share.test.mjs: tokens that expire during the test (HS256, minted by the test with this key).
+	const jwtKey = "browser-test-key-0123456789abcdef"
+	jwt := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms", "--jwt-key", jwtKey)
 
 	files, err := filepath.Glob(filepath.Join("test", "*.test.mjs"))
 	if err != nil || len(files) == 0 {
@@ -73,7 +76,8 @@ func TestBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = "test"
 	cmd.Env = append(withoutCoursestreamEnv(os.Environ()),
-		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CHROMIUM="+chromium)
+		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CHROMIUM="+chromium,
+		"CS_JWT_URL="+jwt, "CS_JWT_KEY="+jwtKey)
 	if os.Getenv("UPDATE_DEMO_PNG") != "" { // refresh the screenshot checked in as web/demo.png
 		abs, err := filepath.Abs("demo.png")
 		if err != nil {

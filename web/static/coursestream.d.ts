@@ -67,6 +67,12 @@ export interface Status {
    * asked to reconnect after retryInMs. Not a failure.
    */
   readonly planned?: boolean
+  /**
+   * Who holds the shared stream this connection rides: 'worker' (the
+   * SharedWorker), 'this-tab' (this tab leads, by Web Lock), 'other-tab',
+   * or 'page' (this page alone). Absent with share: false.
+   */
+  readonly sharing?: 'worker' | 'this-tab' | 'other-tab' | 'page'
 }
 
 export interface ConnectOptions {
@@ -80,12 +86,13 @@ export interface ConnectOptions {
   /**
    * A JWT: sent as ?token= to EventSource (it cannot set headers) and as
    * Authorization: Bearer to fetch. A function is called before every
-   * request, so it can hand out a fresh token.
+   * request, so it can hand out a fresh token, and again ahead of a JWT's
+   * exp: the stream moves to the new token from its position.
    */
   token?: string | null | (() => string | null | Promise<string | null>)
   /** Send cookies cross-origin (EventSource withCredentials, fetch credentials 'include'). */
   withCredentials?: boolean
-  /** Only these types (?types=). Without it: the seven course events. */
+  /** Only these types (?types=). Without it: every type (dispatch=message). */
   types?: string[]
   /** Debounced SSE: '500ms', '2s' or a number of ms (at most 10s). Polling ignores it. */
   coalesce?: string | number
@@ -95,6 +102,12 @@ export interface ConnectOptions {
   persist?: boolean
   /** Stop polling while the page is hidden; default true. SSE stays open. */
   pauseWhenHidden?: boolean
+  /**
+   * Default true: ride the one stream that the connections of the page,
+   * and the tabs of the origin, share when they have the same baseUrl,
+   * credentials, types, coalesce and transport. false: a stream of its own.
+   */
+  share?: boolean
   /** Each event once, in id order. */
   onEvent?: (event: CourseEvent) => void
   onReset?: (reset: ResetInfo) => void

@@ -88,8 +88,9 @@ const C = {}
 function start(name, opts = {}) {
   const rec = { events: [], statuses: [], resets: [], errors: [], subscribed: [] }
   const { reportErrors, ...rest } = opts
+  // share: false unless a test asks: the single-connection tests keep their own stream.
   const conn = cs.connect({
-    heartbeatMs: 1000, pollIntervalMs: 150, maxPollIntervalMs: 600, backoffBaseMs: 200, backoffMaxMs: 2000,
+    heartbeatMs: 1000, pollIntervalMs: 150, maxPollIntervalMs: 600, backoffBaseMs: 200, backoffMaxMs: 2000, share: false,
     ...rest,
     onEvent: (e) => rec.events.push(e),
     onReset: (r) => rec.resets.push(r),

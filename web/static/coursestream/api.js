@@ -41,7 +41,9 @@ export class CourseAPI {
   /** The EventSource URL that resumes after position. @param {string | null} position @param {string | null} token */
   streamURL(position, token) {
     const s = this.#s
-    return this.#url(`${this.#path}/events`, { lastEventId: position, types: s.types.join(','), coalesce: s.coalesce, token })
+    return this.#url(`${this.#path}/events`, {
+      lastEventId: position, dispatch: 'message', types: s.types.join(','), coalesce: s.coalesce, token,
+    })
   }
 
   /**
@@ -78,41 +80,9 @@ export class CourseAPI {
     return out
   }
 
-  /**
-   * Why the server refused an EventSource, which hides the status: one
-   * fetch of the same URL, given up as soon as its headers are in (a 200)
-   * or its small error body is read. A 503 that names a fallback steers
-   * to polling; one without (a draining or overloaded instance) is
-   * transient. Rejects on network errors.
-   * @param {string} url the EventSource's URL
-   * @param {AbortSignal} signal
-   * @returns {Promise<Refusal>}
-   */
-  async probeStream(url, signal) {
-    const res = await fetch(url, { headers: { Accept: 'text/event-stream' }, cache: 'no-store', signal, credentials: this.#credentials() })
-    const wait = retryAfterMs(res.headers.get('Retry-After'))
-    if (res.ok) {
-      res.body?.cancel().catch(() => {}) // the stream is not wanted: only that it answers
-      const sse = /^text\/event-stream\b/i.test(res.headers.get('Content-Type') ?? '')
-      return { kind: sse ? 'open' : 'other', retryAfterMs: wait } // not a stream: a proxy or portal in the way
-    }
-    const text = await res.text().catch(() => '')
-    /** @type {any} */
-    let body = null
-    try { body = JSON.parse(text) } catch { /* not ours: a proxy's page */ }
-    const clean = new URL(url)
-    clean.searchParams.delete('token') // errors travel to onStatus and logs: no credentials in them
-    const message = typeof body?.error === 'string' ? body.error : text.slice(0, 200) || res.statusText
-    const error = new HTTPError(res.status, message, clean.toString())
-    return { kind: this.#refusalKind(error, body), retryAfterMs: wait, error }
-  }
-
-  /** @param {HTTPError} error @param {any} body @returns {RefusalKind} */
-  #refusalKind(error, body) {
-    if (this.isFatal(error)) return 'fatal'
-    if (error.status === 401) return 'auth' // the token function may give a fresh one
-    if (typeof body?.fallback === 'string' && body.fallback !== '') return 'steer'
-    return error.status === 503 ? 'transient' : 'other'
+  /** Why the server refused the EventSource at url (see probeStream). @param {string} url @param {AbortSignal} signal */
+  probeStream(url, signal) {
+    return probeStream(url, signal, this.#credentials(), (err) => this.isFatal(err))
   }
 
   /** Whether retrying cannot help: the request or the credentials are wrong. @param {unknown} err */
@@ -133,4 +103,43 @@ export class CourseAPI {
     for (const [k, v] of Object.entries(params)) if (v != null && v !== '') u.searchParams.set(k, v)
     return u.toString()
   }
+}
+
+/**
+ * Why the server refused an EventSource, which hides the status: one
+ * fetch of the same URL, given up as soon as its headers are in (a 200)
+ * or its small error body is read. A 503 that names a fallback steers
+ * to polling; one without (a draining or overloaded instance) is
+ * transient. Rejects on network errors.
+ * @param {string} url the EventSource's URL
+ * @param {AbortSignal} signal
+ * @param {RequestCredentials} credentials
+ * @param {(err: HTTPError) => boolean} isFatal
+ * @returns {Promise<Refusal>}
+ */
+export async function probeStream(url, signal, credentials, isFatal) {
+  const res = await fetch(url, { headers: { Accept: 'text/event-stream' }, cache: 'no-store', signal, credentials })
+  const wait = retryAfterMs(res.headers.get('Retry-After'))
+  if (res.ok) {
+    res.body?.cancel().catch(() => {}) // the stream is not wanted: only that it answers
+    const sse = /^text\/event-stream\b/i.test(res.headers.get('Content-Type') ?? '')
+    return { kind: sse ? 'open' : 'other', retryAfterMs: wait } // not a stream: a proxy or portal in the way
+  }
+  const text = await res.text().catch(() => '')
+  /** @type {any} */
+  let body = null
+  try { body = JSON.parse(text) } catch { /* not ours: a proxy's page */ }
+  const clean = new URL(url)
+  clean.searchParams.delete('token') // errors travel to onStatus and logs: no credentials in them
+  const message = typeof body?.error === 'string' ? body.error : text.slice(0, 200) || res.statusText
+  const error = new HTTPError(res.status, message, clean.toString())
+  return { kind: refusalKind(error, body, isFatal), retryAfterMs: wait, error }
+}
+
+/** @param {HTTPError} error @param {any} body @param {(err: HTTPError) => boolean} isFatal @returns {RefusalKind} */
+function refusalKind(error, body, isFatal) {
+  if (isFatal(error)) return 'fatal'
+  if (error.status === 401) return 'auth' // the token function may give a fresh one
+  if (typeof body?.fallback === 'string' && body.fallback !== '') return 'steer'
+  return error.status === 503 ? 'transient' : 'other'
 }

@@ -18,6 +18,7 @@ import { PollDriver } from './driver-poll.js'
 import { SavedPosition } from './saved-position.js'
 import { SSEDriver } from './driver-sse.js'
 import { isNews, makeStatus } from './status.js'
+import { join, shares } from './share.js'
 
 /**
  * @import { Envelope, ResetEvent, ResetInfo } from './envelope.js'
@@ -25,9 +26,12 @@ import { isNews, makeStatus } from './status.js'
  * @import { State, Status, Transport } from './status.js'
  * @import { PollResponse } from './api.js'
  * @import { Driver, Port } from './port.js'
+ * @import { Membership } from './share.js'
+ * @import { PlainError, PlainStatus } from './feed.js'
+ * @import { Holder } from './share-backend.js'
  * @typedef {'starting' | 'running' | 'closed'} Phase
- *   starting: finding out where the course is (no driver yet); running: a driver brings events;
- *   closed: by close, or by a fatal error
+ *   starting: finding out where the course is (no driver yet); running: a driver (or, when
+ *   shared, the group's stream) brings events; closed: by close, or by a fatal error
  */
 
 /**
@@ -53,6 +57,9 @@ export class Connection {
   #transport
   /** @type {Driver | null} */
   #driver = null
+  #sharing
+  /** @type {Membership | null} */
+  #membership = null
   #port
   /** @type {string | null} */
   #position
@@ -78,13 +85,16 @@ export class Connection {
     const s = parseOptions(options)
     this.#s = s
     this.#api = new CourseAPI(s)
-    this.#accepts = new Set(s.types.length > 0 ? s.types : COURSE_EVENTS)
+    this.#accepts = s.types.length > 0 ? new Set(s.types) : null // null: every type (dispatch=message)
+    this.#sharing = shares(s)
     this.#saved = new SavedPosition(s.base, s.courseId, s.types, s.options.persist !== false)
     this.#listeners = new Listeners((fn, ev) => this.#call(fn, ev), () => this.closed)
     // Where to start: the page's own position, else where this tab was
     // before a reload, else (null) the course's current id, asked first.
     this.#position = s.start ?? this.#saved.load()
-    if (s.requested === 'auto') {
+    if (this.#sharing) {
+      this.#transport = s.requested !== 'auto' ? s.requested : typeof EventSource === 'function' ? 'sse' : s.fallbackTo
+    } else if (s.requested === 'auto') {
       this.#auto = new AutoFallback(s, this.#host())
       this.#transport = this.#auto.choose()
     } else {
@@ -170,8 +180,38 @@ export class Connection {
     if (this.closed) return
     if (this.#position === null && !(await this.#locate())) return
     this.#phase = 'running'
+    if (this.#sharing) { this.#joinGroup(); return }
     this.#auto?.started()
     this.#use(this.#transport, this.#auto?.startsAsTry ?? false)
+  }
+
+  /** Rides the page's shared stream (see share.js) from the position. */
+  #joinGroup() {
+    const self = this
+    this.#membership = join(this.#s, {
+      courseId: this.#s.courseId,
+      get position() { return self.#position },
+      events: (envs) => this.#ingest(envs),
+      reset: (courseId, lastEventId) => this.#applyReset({ courseId, lastEventId }),
+      status: (st, holder) => this.#sharedStatus(st, holder),
+      failed: (err) => this.#shutdown(fromPlain(err)),
+    })
+  }
+
+  /** The shared stream's status, as this connection's. @param {PlainStatus} st @param {Holder} holder */
+  #sharedStatus(st, holder) {
+    if (this.closed) return
+    this.#transport = st.transport
+    /** @type {Partial<Status>} */
+    const detail = { sharing: holder }
+    if (st.retryInMs !== undefined) detail.retryInMs = st.retryInMs
+    if (st.planned) detail.planned = true
+    if (st.error) detail.error = fromPlain(st.error)
+    const next = makeStatus(st.state, st.transport, st.reason ?? null, detail)
+    if (!isNews(this.#status, next)) return
+    this.#status = next
+    const onStatus = this.#s.options.onStatus
+    if (onStatus) this.#call(onStatus, next)
   }
 
   /**
@@ -226,6 +266,8 @@ export class Connection {
     this.#phase = 'closed'
     this.#driver?.stop()
     this.#driver = null
+    this.#membership?.leave()
+    this.#membership = null
     this.#beginAbort?.abort()
     clearTimeout(this.#beginTimer)
     this.#auto?.stop()
@@ -262,8 +304,8 @@ export class Connection {
     const self = this
     return {
       options: s.options,
-      listenTypes: Object.freeze([...new Set([...COURSE_EVENTS, ...s.types])]),
-      accepts: (type) => this.#accepts.has(type),
+      listenTypes: Object.freeze(['message', ...new Set([...COURSE_EVENTS, ...s.types])]),
+      accepts: (type) => this.#accepts?.has(type) ?? true,
       coalesceMs: s.coalesceMs,
       get position() { return self.#position },
       get etag() { return self.#etag && self.#etag.pos === self.#position ? self.#etag.tag : null },
@@ -285,6 +327,13 @@ export class Connection {
       sseWorked: () => this.#auto?.sseWorked(),
       sseFailed: (reason) => this.#auto?.sseFailed(reason) ?? false,
       pollAnswered: (ok) => this.#auto?.pollAnswered(ok),
+      owed: (body) => {
+        let owed = body.reset ? String(body.lastEventId) : null
+        for (const ev of body.events ?? []) if (ev && (this.#accepts?.has(ev.type) ?? true)) owed = String(ev.id)
+        return owed
+      },
+      reached: (target) => this.#position !== null && cmpID(this.#position, String(target)) >= 0,
+      renewable: typeof s.options.token === 'function',
     }
   }
 
@@ -318,7 +367,7 @@ export class Connection {
       }
       if (this.#position !== null && cmpID(id, this.#position) <= 0) continue
       this.#position = id
-      if (this.#accepts.has(raw.type)) this.#deliver(deepFreeze(raw))
+      if (this.#accepts?.has(raw.type) ?? true) this.#deliver(deepFreeze(raw))
     }
     if (this.#position !== before) this.#saved.save(this.#position)
   }
@@ -374,4 +423,12 @@ export class Connection {
   #report(err) {
     report(this.#s.options.onError, err)
   }
+}
+
+/** An error posted as plain data, as an HTTPError again when it has a status. @param {PlainError} e */
+function fromPlain(e) {
+  if (typeof e.status === 'number') return new HTTPError(e.status, e.message, e.url ?? '')
+  const err = new Error(e.message)
+  err.name = e.name
+  return err
 }

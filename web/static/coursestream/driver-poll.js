@@ -121,13 +121,14 @@ export class PollDriver {
       const body = res.body
       const last = String(body.lastEventId)
       const before = port.position
+      for (const r of body.resets ?? []) port.reset(r) // several courses: each reset before the events
       if (body.reset) {
         port.reset({ courseId: body.courseId, lastEventId: last })
       } else {
         port.ingest(body.events ?? [])
         port.advance(last)
       }
-      changed = body.reset || port.position !== before
+      changed = body.reset || (body.resets ?? []).length > 0 || port.position !== before
       port.setETag(res.etag, last)
       port.pollAnswered(true)
       if (this.#stopped()) return

@@ -6,7 +6,7 @@
  */
 import { backoffDelay, serverDelay } from './backoff.js'
 import { DRAIN_EVENT } from './envelope.js'
-import { cmpID } from './ids.js'
+import { renewDelay, tokenExpiry } from './share-key.js'
 
 /**
  * @import { Port } from './port.js'
@@ -60,6 +60,8 @@ export class SSEDriver {
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #retryTimer
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #watchdog
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #auditTimer
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #renewTimer
+  /** @type {string | null} */ #token = null // of #es
   /** @type {AbortController | null} */ #auditAbort = null
   /** @type {AbortController | null} */ #probeAbort = null
   #port
@@ -104,6 +106,7 @@ export class SSEDriver {
     this.#es = null
     clearTimeout(this.#watchdog)
     clearTimeout(this.#auditTimer)
+    clearTimeout(this.#renewTimer)
     this.#auditAbort?.abort()
     this.#auditAbort = null
   }
@@ -126,6 +129,7 @@ export class SSEDriver {
     this.#holdUntil = 0
     if (this.#planned) port.status('reconnecting', { planned: true })
     else if (this.#attempt > 0) port.status('reconnecting')
+    this.#token = token
     const url = port.sseURL(token)
     const es = new EventSource(url, { withCredentials: !!port.options.withCredentials })
     this.#es = es
@@ -159,6 +163,7 @@ export class SSEDriver {
       port.sseOpened()
       port.status('open')
       this.#armAudit()
+      this.#armRenewal()
     }
     es.onerror = () => {
       if (es !== this.#es) return
@@ -335,7 +340,7 @@ export class SSEDriver {
     if (!res || res.status !== 200) { this.#armAudit(); return }
     const body = res.body
     port.setETag(res.etag, String(body.lastEventId))
-    const owed = owedUpTo(body, port.accepts)
+    const owed = port.owed(body)
     if (owed === null) {
       // Nothing owed: events up to there are of other types. Moving past
       // them keeps the next audit's If-None-Match matching (a 304).
@@ -350,30 +355,39 @@ export class SSEDriver {
    * The stream owes events up to target: give it a moment (longer than a
    * coalesce window) to bring them, else it is stalled.
    * @param {EventSource} es
-   * @param {string} target
+   * @param {unknown} target what port.owed gave
    */
   #expect(es, target) {
     const port = this.#port
     this.#auditTimer = setTimeout(() => {
       if (es !== this.#es) return
-      const now = port.position
-      if (now !== null && cmpID(now, target) >= 0) this.#armAudit()
+      if (port.reached(target)) this.#armAudit()
       else this.#failed('stalled')
     }, Math.max(2_000, port.coalesceMs + 1_000))
   }
-}
 
-/**
- * The last id a poll answer shows that the stream should bring: its last
- * event of a type listened for, or the reset's id; null when none.
- * @param {any} body
- * @param {(type: string) => boolean} accepts
- * @returns {string | null}
- */
-function owedUpTo(body, accepts) {
-  let owed = body.reset ? String(body.lastEventId) : null
-  for (const ev of body.events ?? []) if (ev && accepts(ev.type)) owed = String(ev.id)
-  return owed
+  /**
+   * A token function's token that expires (a JWT's exp) is renewed ahead
+   * of it: the stream moves to a fresh token from the position, a planned
+   * reconnection, so that it never sits refused at exp. (The server also
+   * ends a stream at its token's expiry with a drain frame.)
+   */
+  #armRenewal() {
+    clearTimeout(this.#renewTimer)
+    if (!this.#port.renewable) return
+    const delay = renewDelay(tokenExpiry(this.#token), Date.now())
+    if (Number.isFinite(delay)) this.#renewTimer = setTimeout(() => this.#renew(), delay)
+  }
+
+  async #renew() {
+    const es = this.#es
+    if (!es || this.#phase !== 'open') return
+    this.#port.status('reconnecting', { planned: true })
+    this.#closeSource()
+    this.#phase = 'waiting'
+    this.#planned = true
+    this.#open()
+  }
 }
 
 /** A drain frame's retryMs; NaN when it gives none. @param {string} data */

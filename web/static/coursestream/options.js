@@ -14,7 +14,7 @@ import { EVENT_ID } from './ids.js'
  *   courseId: string, baseUrl?: string | URL, transport?: 'auto' | Transport, fallback?: 'poll' | 'longpoll',
  *   token?: string | null | (() => string | null | Promise<string | null>), withCredentials?: boolean,
  *   types?: string[], coalesce?: string | number, lastEventId?: string | number | null, persist?: boolean,
- *   pauseWhenHidden?: boolean,
+ *   pauseWhenHidden?: boolean, share?: boolean,
  *   onEvent?: (event: Envelope) => void, onReset?: (reset: ResetInfo) => void,
  *   onStatus?: (status: Status) => void, onError?: (error: unknown) => void,
  *   heartbeatMs?: number, pollIntervalMs?: number, maxPollIntervalMs?: number, longPollWait?: string,
@@ -57,6 +57,7 @@ export function parseOptions(options) {
   if (!COURSE_ID.test(String(o.courseId ?? ''))) {
     throw new TypeError(`connect: invalid courseId ${JSON.stringify(o.courseId)}: it must match ${COURSE_ID}`)
   }
+  if (o.share !== undefined && typeof o.share !== 'boolean') throw new TypeError(`connect: share must be a boolean, got ${JSON.stringify(o.share)}`)
   const requested = requestedTransport(o.transport)
   const fallbackTo = fallbackTransport(o.fallback)
   const types = typesParam(o.types)

@@ -21,7 +21,12 @@
  *   report: (err: unknown) => void, status: (state: State, detail?: Partial<Status>) => void,
  *   isFatal: (err: unknown) => boolean, fail: (err: unknown) => void,
  *   sseOpened: () => void, sseWorked: () => void, sseFailed: (reason: string) => boolean, pollAnswered: (ok: boolean) => void,
+ *   owed: (body: any) => unknown, reached: (target: unknown) => boolean, readonly renewable: boolean,
  * }} Port
+ *   position: the id of one course's last event, or a shared stream's cursor (then etag, setETag,
+ *   advance and poll answers' lastEventId hold cursors too); owed: what a poll answer shows the
+ *   stream should bring (null: nothing), reached: whether it has; renewable: the token comes from
+ *   a function, to be asked again ahead of a JWT's exp
  */
 
 /**

@@ -9,7 +9,9 @@
  * @typedef {'sse' | 'poll' | 'longpoll'} Transport
  * @typedef {'connecting' | 'open' | 'reconnecting' | 'paused' | 'closed'} State
  * @typedef {{state: State, transport: Transport,
- *   reason?: string, error?: unknown, retryInMs?: number, planned?: boolean}} Status
+ *   reason?: string, error?: unknown, retryInMs?: number, planned?: boolean,
+ *   sharing?: 'worker' | 'this-tab' | 'other-tab' | 'page'}} Status
+ *   sharing: who holds the shared stream this connection rides (absent: its own, share: false)
  */
 
 /**
@@ -32,5 +34,6 @@ export function makeStatus(state, transport, reason, detail = {}) {
  */
 export function isNews(prev, next) {
   return !(prev.state === next.state && prev.transport === next.transport && prev.reason === next.reason &&
-    !next.error && !prev.error && next.retryInMs === prev.retryInMs && next.planned === prev.planned)
+    !next.error && !prev.error && next.retryInMs === prev.retryInMs && next.planned === prev.planned &&
+    next.sharing === prev.sharing)
 }

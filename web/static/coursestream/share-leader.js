@@ -1,0 +1,156 @@
+// @ts-check
+/**
+ * Tabs of one origin sharing a stream without a SharedWorker: the tab
+ * that holds a Web Lock leads (runs the stream) and relays it over a
+ * BroadcastChannel; the others tell it their courses and get its events.
+ * The lock, not a timer, elects: two leaders cannot exist, however slow
+ * a tab is. When the leader goes (closed, or hidden into the back/forward
+ * cache: the lock is released on pagehide), the next tab waiting on the
+ * lock leads, asks every tab for its courses and positions, and resumes
+ * from the lowest; each tab drops what it already has.
+ * @module coursestream/share-leader
+ */
+import { Feed } from './feed.js'
+import { TokenCache } from './token-cache.js'
+
+/**
+ * @import { FeedSettings } from './share-key.js'
+ * @import { Backend, BackendSink } from './share-backend.js'
+ * @typedef {'asking' | 'leading' | 'following' | 'suspended' | 'closed'} Phase
+ *   asking: waiting on the lock (following meanwhile); leading: holds it and runs the stream;
+ *   suspended: the page is hidden in the back/forward cache (no lock, no channel); closed: for good
+ * @typedef {{op: 'set', tab: string, courses: Record<string, string>} | {op: 'leave', tab: string}
+ *   | {op: 'who'} | {op: 'events', json: string} | {op: 'reset', courseId: string, lastEventId: string}
+ *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}} Message
+ */
+
+/** Whether this browser has what the leader needs. */
+export function leaderSupported() {
+  const g = /** @type {any} */ (globalThis)
+  return typeof g.BroadcastChannel === 'function' && typeof g.navigator?.locks?.request === 'function'
+}
+
+/** One tab's side of a stream shared by Web Lock and BroadcastChannel. @implements {Backend} */
+export class LeaderBackend {
+  /** @type {Phase} */
+  #phase = 'asking'
+  #tab = Math.random().toString(36).slice(2)
+  #name
+  #f
+  #sink
+  /** @type {Record<string, string>} */
+  #courses = {}
+  /** @type {BroadcastChannel | null} */
+  #bc = null
+  /** @type {AbortController | null} */
+  #lockAbort = null
+  /** @type {(() => void) | null} */
+  #release = null
+  /** @type {Feed | null} */
+  #feed = null
+  #unwatch
+
+  /** @param {string} name the group's key @param {FeedSettings} f @param {BackendSink} sink */
+  constructor(name, f, sink) {
+    this.#name = `coursestream:${name}`
+    this.#f = f
+    this.#sink = sink
+    const g = /** @type {any} */ (globalThis)
+    const onHide = () => this.#suspend()
+    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) this.#resume() }
+    g.addEventListener?.('pagehide', onHide)
+    g.addEventListener?.('pageshow', onShow)
+    this.#unwatch = () => { g.removeEventListener?.('pagehide', onHide); g.removeEventListener?.('pageshow', onShow) }
+    this.#resume()
+  }
+
+  /** @param {Record<string, string>} courses */
+  set(courses) {
+    this.#courses = courses
+    if (this.#phase === 'leading') this.#feed?.set(this.#tab, courses)
+    else if (this.#phase === 'asking') this.#post({ op: 'set', tab: this.#tab, courses })
+  }
+
+  close() {
+    if (this.#phase === 'closed') return
+    this.#suspend()
+    this.#phase = 'closed'
+    this.#unwatch()
+  }
+
+  /** Joins: opens the channel, says where this tab is, queues on the lock. */
+  #resume() {
+    if (this.#phase !== 'asking' && this.#phase !== 'suspended') return
+    this.#phase = 'asking'
+    const bc = new BroadcastChannel(this.#name)
+    bc.onmessage = (e) => this.#receive(/** @type {Message} */ (e.data))
+    this.#bc = bc
+    this.#post({ op: 'set', tab: this.#tab, courses: this.#courses })
+    const ac = new AbortController()
+    this.#lockAbort = ac
+    navigator.locks.request(this.#name, { signal: ac.signal }, () => new Promise((resolve) => {
+      if (ac.signal.aborted || this.#phase !== 'asking') { resolve(undefined); return }
+      this.#release = () => resolve(undefined)
+      this.#lead()
+    })).catch((err) => {
+      if (ac.signal.aborted) return // given up on purpose (pagehide, close)
+      // A browser or mode that refuses locks: this page runs its own stream.
+      this.close()
+      void err
+      this.#sink.unavailable()
+    })
+  }
+
+  /** Leaves: releases the lock (so that the back/forward cache may keep the page), closes the channel. */
+  #suspend() {
+    if (this.#phase === 'closed' || this.#phase === 'suspended') return
+    this.#feed?.stop()
+    this.#feed = null
+    this.#post({ op: 'leave', tab: this.#tab })
+    this.#lockAbort?.abort()
+    this.#lockAbort = null
+    this.#release?.()
+    this.#release = null
+    this.#bc?.close()
+    this.#bc = null
+    this.#phase = 'suspended'
+  }
+
+  #lead() {
+    this.#phase = 'leading'
+    // The leader's own token: every tab of the group has the same credentials (the key says so).
+    const tokens = new TokenCache(() => this.#sink.token())
+    this.#feed = new Feed(this.#f, () => tokens.get(), {
+      events: (json) => { this.#sink.events(json); this.#post({ op: 'events', json }) },
+      reset: (courseId, lastEventId) => { this.#sink.reset(courseId, lastEventId); this.#post({ op: 'reset', courseId, lastEventId }) },
+      status: (status) => { this.#sink.status(status, 'this-tab'); this.#post({ op: 'status', status, tab: this.#tab }) },
+      failed: (error) => { this.#sink.failed(error); this.#post({ op: 'failed', error }) },
+    })
+    this.#feed.set(this.#tab, this.#courses)
+    this.#post({ op: 'who' })
+  }
+
+  /** @param {Message} m */
+  #receive(m) {
+    if (this.#phase === 'closed' || this.#phase === 'suspended' || !m || typeof m !== 'object') return
+    const feed = this.#phase === 'leading' ? this.#feed : null
+    switch (m.op) {
+      case 'set': feed?.set(m.tab, m.courses); break
+      case 'leave': feed?.remove(m.tab); break
+      case 'who': this.#post({ op: 'set', tab: this.#tab, courses: this.#courses }); break
+      case 'events': if (!feed) this.#sink.events(m.json); break
+      case 'reset': if (!feed) this.#sink.reset(m.courseId, m.lastEventId); break
+      case 'status': if (!feed) this.#sink.status(m.status, 'other-tab'); break
+      case 'failed': if (!feed) this.#sink.failed(m.error); break
+    }
+  }
+
+  /** @param {Message} m */
+  #post(m) {
+    try {
+      this.#bc?.postMessage(m)
+    } catch {
+      // a closed channel: the tab is leaving
+    }
+  }
+}

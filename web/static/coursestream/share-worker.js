@@ -1,0 +1,113 @@
+// @ts-check
+/**
+ * Tabs of one origin sharing a stream through a SharedWorker
+ * (shared-worker.js beside this file): the worker runs the stream, its
+ * timers are never throttled as a hidden tab's are, and no tab has to hand
+ * it over when it closes. This is the page's side: it tells the worker its
+ * courses, answers its token requests, and gets the events.
+ * @module coursestream/share-worker
+ */
+
+/**
+ * @import { FeedSettings } from './share-key.js'
+ * @import { Backend, BackendSink } from './share-backend.js'
+ * @typedef {{op: 'join', group: string, settings: FeedSettings, courses: Record<string, string>, token: string | null}
+ *   | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
+ * @typedef {{op: 'events', group: string, json: string} | {op: 'reset', group: string, courseId: string, lastEventId: string}
+ *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus}
+ *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}} FromWorker
+ */
+
+/** The worker script, served beside this module. */
+const WORKER_URL = new URL('./shared-worker.js', import.meta.url)
+
+/** Whether this browser has SharedWorker (and module workers in it). */
+export function workerSupported() {
+  return typeof (/** @type {any} */ (globalThis).SharedWorker) === 'function'
+}
+
+/** One page's side of a stream held by the SharedWorker. @implements {Backend} */
+export class WorkerBackend {
+  #group
+  #f
+  #sink
+  /** @type {MessagePort | null} */
+  #port = null
+  /** @type {Record<string, string>} */
+  #courses = {}
+  #heard = false // the worker has answered: it runs
+  #closed = false
+  #unwatch
+
+  /** @param {string} group the group's key @param {FeedSettings} f @param {BackendSink} sink */
+  constructor(group, f, sink) {
+    this.#group = group
+    this.#f = f
+    this.#sink = sink
+    const g = /** @type {any} */ (globalThis)
+    const onHide = () => this.#post({ op: 'leave', group: this.#group })
+    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) this.#join() }
+    g.addEventListener?.('pagehide', onHide)
+    g.addEventListener?.('pageshow', onShow)
+    this.#unwatch = () => { g.removeEventListener?.('pagehide', onHide); g.removeEventListener?.('pageshow', onShow) }
+    let worker
+    try {
+      worker = new SharedWorker(WORKER_URL, { type: 'module', name: 'coursestream' })
+    } catch {
+      queueMicrotask(() => this.#unavailable()) // refused (a private mode, a sandboxed frame)
+      return
+    }
+    worker.onerror = () => { if (!this.#heard) this.#unavailable() } // the script did not load or run
+    this.#port = worker.port
+    this.#port.onmessage = (e) => this.#receive(/** @type {FromWorker} */ (e.data))
+    this.#port.start()
+  }
+
+  /** @param {Record<string, string>} courses */
+  set(courses) {
+    this.#courses = courses
+    this.#join()
+  }
+
+  close() {
+    if (this.#closed) return
+    this.#post({ op: 'leave', group: this.#group })
+    this.#closed = true
+    this.#unwatch()
+    this.#port?.close()
+    this.#port = null
+  }
+
+  async #join() {
+    const token = this.#f.tokenFunction ? null : await this.#sink.token() // a fixed token travels with the join
+    this.#post({ op: 'join', group: this.#group, settings: this.#f, courses: this.#courses, token })
+  }
+
+  #unavailable() {
+    if (this.#closed) return
+    this.close()
+    this.#sink.unavailable()
+  }
+
+  /** @param {FromWorker} m */
+  #receive(m) {
+    if (this.#closed || !m || typeof m !== 'object') return
+    this.#heard = true
+    if (m.op === 'token') {
+      this.#sink.token().then((token) => token, () => null).then((token) => this.#post({ op: 'token-reply', id: m.id, token }))
+      return
+    }
+    if (m.group !== this.#group) return
+    switch (m.op) {
+      case 'events': this.#sink.events(m.json); break
+      case 'reset': this.#sink.reset(m.courseId, m.lastEventId); break
+      case 'status': this.#sink.status(m.status, 'worker'); break
+      case 'failed': this.#sink.failed(m.error); break
+    }
+  }
+
+  /** @param {ToWorker} m */
+  #post(m) {
+    if (!this.#closed) this.#port?.postMessage(m)
+  }
+}

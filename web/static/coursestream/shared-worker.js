@@ -1,0 +1,90 @@
+// @ts-check
+/**
+ * The SharedWorker that holds the streams of every tab of an origin (one
+ * Feed per group of connections that may share), loaded by
+ * share-worker.js as a module worker. It relays each stream's events,
+ * resets and status to the tabs of its group, asks a tab for a token
+ * when the stream needs one, and stops a stream when its last tab leaves.
+ * @module coursestream/shared-worker
+ */
+import { Feed } from './feed.js'
+import { TokenCache } from './token-cache.js'
+
+/**
+ * @import { ToWorker, FromWorker } from './share-worker.js'
+ * @typedef {{feed: Feed, ports: Map<string, MessagePort>, readonly last: any}} Group the stream of one group, its tabs, its last status
+ */
+
+/** How long the worker waits for a tab's token before it asks another tab. */
+const TOKEN_WAIT_MS = 5_000
+
+/** @type {Map<string, Group>} */
+const groups = new Map()
+let nextID = 0
+/** @type {Map<number, (token: string | null) => void>} */
+const waiting = new Map()
+
+/** @param {MessagePort} port @param {FromWorker} m */
+function post(port, m) {
+  try { port.postMessage(m) } catch { /* a closed port: its tab left */ }
+}
+
+/** A token from one of the group's tabs, the first that answers in time. @param {string} name */
+async function askToken(name) {
+  for (const port of [...(groups.get(name)?.ports.values() ?? [])]) {
+    const id = nextID++
+    const token = await new Promise((resolve) => {
+      const timer = setTimeout(() => { waiting.delete(id); resolve(undefined) }, TOKEN_WAIT_MS)
+      waiting.set(id, (t) => { clearTimeout(timer); waiting.delete(id); resolve(t) })
+      post(port, { op: 'token', id })
+    })
+    if (token !== undefined) return token
+  }
+  return null
+}
+
+/**
+ * @param {string} member the tab's port
+ * @param {MessagePort} port
+ * @param {ToWorker} m
+ */
+function receive(member, port, m) {
+  if (!m || typeof m !== 'object') return
+  if (m.op === 'token-reply') { waiting.get(m.id)?.(m.token); return }
+  let g = groups.get(m.group)
+  if (m.op === 'leave') {
+    if (!g) return
+    g.ports.delete(member)
+    g.feed.remove(member)
+    if (g.feed.empty) { g.feed.stop(); groups.delete(m.group) }
+    return
+  }
+  if (!g) {
+    const name = m.group
+    const fixed = m.token
+    const tokens = new TokenCache(() => askToken(name))
+    const each = (/** @type {(p: MessagePort) => void} */ f) => { for (const p of groups.get(name)?.ports.values() ?? []) f(p) }
+    /** @type {any} */
+    let last = null
+    const feed = new Feed(m.settings, () => (m.settings.tokenFunction ? tokens.get() : Promise.resolve(fixed)), {
+      events: (json) => each((p) => post(p, { op: 'events', group: name, json })),
+      reset: (courseId, lastEventId) => each((p) => post(p, { op: 'reset', group: name, courseId, lastEventId })),
+      status: (status) => { last = status; each((p) => post(p, { op: 'status', group: name, status })) },
+      failed: (error) => { each((p) => post(p, { op: 'failed', group: name, error })); groups.delete(name) },
+    })
+    g = { feed, ports: new Map(), get last() { return last } }
+    groups.set(name, g)
+  }
+  const isNew = !g.ports.has(member)
+  g.ports.set(member, port)
+  g.feed.set(member, m.courses)
+  const last = /** @type {any} */ (g).last
+  if (isNew && last) post(port, { op: 'status', group: m.group, status: last })
+}
+
+/** @type {any} */ (globalThis).onconnect = (/** @type {MessageEvent} */ e) => {
+  const port = e.ports[0]
+  const member = `p${nextID++}`
+  port.onmessage = (ev) => receive(member, port, ev.data)
+  port.start()
+}

@@ -1,0 +1,268 @@
+// The shared stream: the connect()s of a page ride one multi-course stream
+// (or one multi-course poll), and the tabs of one origin share one, held by
+// the SharedWorker or, without it, by the tab that holds a Web Lock. Every
+// test checks that each connection gets each event of its course once, in
+// id order. The multi-course SSE endpoint is needed for the SSE cases; they
+// are skipped on a server without it (the poll cases need the multi poll).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHmac } from 'node:crypto'
+import { BASE, TEST_TIMEOUT, launch, courseID, publish, range } from './lib.mjs'
+
+const JWT = process.env.CS_JWT_URL ?? ''
+const JWT_KEY = process.env.CS_JWT_KEY ?? ''
+
+let browser
+let multiSSE = false
+let multiPoll = false
+before(async () => {
+  browser = await launch()
+  multiSSE = await answers(`${BASE}/v1/events?courses=probe-a,probe-b&dispatch=message`)
+  multiPoll = await answers(`${BASE}/v1/poll?courses=probe-a,probe-b`)
+})
+after(() => browser?.close())
+
+/** Whether the server answers url with a 200 (the endpoint exists). */
+async function answers(url) {
+  const ac = new AbortController()
+  try {
+    const res = await fetch(url, { signal: ac.signal })
+    return res.status === 200
+  } catch {
+    return false
+  } finally {
+    ac.abort()
+  }
+}
+
+/** The transport the shared cases use: SSE where the server has the multi stream, else polling. */
+function transport() {
+  return multiSSE ? 'sse' : 'poll'
+}
+
+// A page whose connections record what they get, by name (share on).
+const PAGE = `<!doctype html><meta charset="utf-8"><title>share</title>
+<script type="module">
+import * as cs from '/coursestream.js'
+const C = {}
+function open(name, opts) {
+  const rec = { events: [], sharing: [] }
+  const conn = cs.connect({ heartbeatMs: 1000, pollIntervalMs: 150, maxPollIntervalMs: 600, backoffBaseMs: 200, backoffMaxMs: 2000,
+    ...opts, onEvent: (e) => rec.events.push(e.id + ':' + e.type),
+    onStatus: (s) => rec.sharing.push((s.sharing ?? '-') + '/' + s.state) })
+  C[name] = { conn, rec }
+}
+Object.assign(window, { cs, C, open })
+window.ready = true
+</script>`
+
+/** A page of context on the server's origin, serving PAGE. */
+async function tab(context, base = BASE) {
+  const page = await context.newPage()
+  page.setDefaultTimeout(15_000)
+  const problems = []
+  page.on('pageerror', (e) => problems.push(e.message))
+  await page.route(`${base}/__share.html`, (r) => r.fulfill({ contentType: 'text/html', body: PAGE }))
+  await page.goto(`${base}/__share.html`)
+  await page.waitForFunction(() => window.ready === true)
+  return { page, problems }
+}
+
+/** Opens a connection per course on page. */
+function openAll(page, courses, opts = {}) {
+  return page.evaluate(([cs, o]) => { for (const c of cs) window.open(c, { courseId: c, ...o }) }, [courses, opts])
+}
+
+/** Waits until every connection of page is open. */
+function allOpen(page, courses) {
+  return page.waitForFunction((cs) => cs.every((c) => window.C[c]?.conn.status.state === 'open'), courses)
+}
+
+/** The ids each course's connection got, in order. */
+function got(page, courses) {
+  return page.evaluate((cs) => Object.fromEntries(cs.map((c) => [c, window.C[c].rec.events.map((e) => e.split(':')[0])])), courses)
+}
+
+/** Waits until course's connection on page has id. */
+function waitID(page, course, id) {
+  return page.waitForFunction(([c, want]) => window.C[c].rec.events.some((e) => e.split(':')[0] === want), [course, id])
+}
+
+/** The server's open SSE streams (/metrics). */
+async function sseStreams(base = BASE) {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  const m = text.match(/^coursestream_connections\{transport="sse"\} (\d+)/m)
+  return m ? Number(m[1]) : 0
+}
+
+async function waitStreams(n, base = BASE) {
+  const until = Date.now() + 10_000
+  for (;;) {
+    const now = await sseStreams(base)
+    if (now === n) return
+    if (Date.now() > until) assert.fail(`${now} SSE streams open, want ${n}`)
+    await new Promise((r) => setTimeout(r, 100)) // polling /metrics: the server has no signal for it
+  }
+}
+
+test('one page, 10 courses over HTTP/1.1: one stream, every event, and the page can still fetch', { timeout: TEST_TIMEOUT }, async (t) => {
+  if (!multiPoll && !multiSSE) { t.skip('the server has no multi-course endpoints'); return }
+  const context = await browser.newContext()
+  try {
+    const { page, problems } = await tab(context)
+    const courses = Array.from({ length: 10 }, (_, i) => courseID(`ten${i}`))
+    const before = await sseStreams()
+    await openAll(page, courses, { transport: transport() })
+    await allOpen(page, courses)
+    if (multiSSE) await waitStreams(before + 1)
+    for (let round = 0; round < 3; round++) for (const c of courses) await publish(c, 'chapter-update-complete', { round })
+    for (const c of courses) await waitID(page, c, '3')
+    assert.deepEqual(await got(page, courses), Object.fromEntries(courses.map((c) => [c, range(1, 3)])))
+    const ms = await page.evaluate(async () => { const t0 = performance.now(); await fetch('/healthz'); return performance.now() - t0 })
+    assert.ok(ms < 1000, `a fetch took ${ms} ms while 10 courses were open`)
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
+  }
+})
+
+for (const path of ['SharedWorker', 'Web Locks']) {
+  test(`three tabs share one stream (${path}); closing or reloading a tab loses and repeats nothing`, { timeout: TEST_TIMEOUT }, async (t) => {
+    if (!multiSSE) { t.skip('the server has no multi-course stream'); return }
+    const context = await browser.newContext()
+    if (path === 'Web Locks') await context.addInitScript(() => { delete window.SharedWorker })
+    try {
+      const [a, b, c] = [courseID('ta'), courseID('tb'), courseID('tc')]
+      const plan = [[a, b], [b, c], [a, c]]
+      const tabs = []
+      const before = await sseStreams()
+      for (const courses of plan) {
+        const tb = await tab(context)
+        await openAll(tb.page, courses)
+        await allOpen(tb.page, courses)
+        tabs.push(tb)
+      }
+      await waitStreams(before + 1)
+      const holder = await Promise.all(tabs.map((x) => x.page.evaluate((cs) => window.C[cs[0]].conn.status.sharing, plan[tabs.indexOf(x)])))
+      const want = path === 'SharedWorker' ? ['worker', 'worker', 'worker'] : null
+      if (want) assert.deepEqual(holder, want)
+      else assert.deepEqual(holder.filter((h) => h === 'this-tab').length, 1, `holders: ${holder}`)
+      // Close the holding tab (or the first, with the worker) while publishing.
+      const gone = want ? 0 : holder.indexOf('this-tab')
+      const publishing = (async () => { for (let i = 0; i < 6; i++) for (const x of [a, b, c]) await publish(x, 'chapter-update-complete', { i }) })()
+      await new Promise((r) => setTimeout(r, 150)) // the close lands among the publishes, wherever
+      await tabs[gone].page.close()
+      await publishing
+      const left = tabs.map((x, i) => ({ ...x, courses: plan[i] })).filter((_, i) => i !== gone)
+      for (const x of left) for (const cid of x.courses) await waitID(x.page, cid, '6')
+      for (const x of left) assert.deepEqual(await got(x.page, x.courses), Object.fromEntries(x.courses.map((cid) => [cid, range(1, 6)])))
+      // Reload one: it resumes from its saved position, repeats nothing, misses nothing.
+      const r = left[0]
+      await r.page.reload()
+      await r.page.waitForFunction(() => window.ready === true)
+      await openAll(r.page, r.courses)
+      await allOpen(r.page, r.courses)
+      for (const cid of r.courses) await publish(cid, 'video-update-complete', {})
+      for (const cid of r.courses) await waitID(r.page, cid, '7')
+      assert.deepEqual(await got(r.page, r.courses), Object.fromEntries(r.courses.map((cid) => [cid, ['7']])))
+      await waitStreams(before + 1)
+    } finally {
+      await context.close()
+    }
+  })
+}
+
+test('a course added and one closed while events flow: no loss, no duplicate', { timeout: TEST_TIMEOUT }, async (t) => {
+  if (!multiPoll && !multiSSE) { t.skip('the server has no multi-course endpoints'); return }
+  const context = await browser.newContext()
+  try {
+    const { page, problems } = await tab(context)
+    const [a, b, c] = [courseID('aa'), courseID('ab'), courseID('ac')]
+    await openAll(page, [a, b], { transport: transport() })
+    await allOpen(page, [a, b])
+    const publishing = (async () => { for (let i = 0; i < 8; i++) for (const x of [a, b, c]) await publish(x, 'upload-progress', { i }) })()
+    await waitID(page, a, '2')
+    await openAll(page, [c], { transport: transport(), lastEventId: 0 })
+    await waitID(page, a, '4')
+    await page.evaluate((x) => window.C[x].conn.close(), b)
+    await publishing
+    await waitID(page, a, '8')
+    await waitID(page, c, '8')
+    const g = await got(page, [a, b, c])
+    assert.deepEqual(g[a], range(1, 8))
+    assert.deepEqual(g[c], range(1, 8))
+    assert.deepEqual(g[b], range(1, g[b].length))
+    assert.deepEqual(problems, [])
+  } finally {
+    await context.close()
+  }
+})
+
+test('an event of a type outside the seven reaches onEvent and awaitOperation over SSE', { timeout: TEST_TIMEOUT }, async (t) => {
+  if (!multiSSE) { t.skip('the server has no dispatch=message'); return }
+  const context = await browser.newContext()
+  try {
+    const { page } = await tab(context)
+    const [a, b] = [courseID('ua'), courseID('ub')]
+    await openAll(page, [a, b], { transport: 'sse' })
+    await allOpen(page, [a, b])
+    const waiting = page.evaluate((x) => window.C[x].conn.awaitOperation('op-quiz', 10_000).then((e) => e.type), a)
+    await publish(a, 'quiz-started', { q: 1 }, { operationId: 'op-quiz' })
+    assert.equal(await waiting, 'quiz-started')
+    assert.deepEqual(await page.evaluate((x) => window.C[x].rec.events, a), ['1:quiz-started'])
+  } finally {
+    await context.close()
+  }
+})
+
+/** An HS256 token for every course, expiring in secs. */
+function mint(secs) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const head = b64({ alg: 'HS256', typ: 'JWT' })
+  const body = b64({ courses: '*', exp: Math.floor(Date.now() / 1000) + secs })
+  const sig = createHmac('sha256', JWT_KEY).update(`${head}.${body}`).digest('base64url')
+  return `${head}.${body}.${sig}`
+}
+
+test('a token that expires is renewed through the token function: nothing is lost', { timeout: TEST_TIMEOUT }, async (t) => {
+  if (!JWT || !JWT_KEY) { t.skip('no server with --jwt-key'); return }
+  const context = await browser.newContext()
+  try {
+    const { page } = await tab(context, JWT)
+    await page.exposeFunction('mintToken', () => mint(4))
+    const course = courseID('tok')
+    await page.evaluate((c) => {
+      window.asked = 0
+      window.open(c, { courseId: c, transport: 'sse', share: false, token: () => { window.asked++; return window.mintToken() } })
+    }, course)
+    await allOpen(page, [course])
+    const publishing = []
+    for (let i = 0; i < 14; i++) {
+      publishing.push(await publishWith(course, i))
+      await new Promise((r) => setTimeout(r, 500)) // spread over the token's life and the next's
+    }
+    await waitID(page, course, '14')
+    assert.deepEqual(await got(page, [course]), { [course]: range(1, 14) })
+    assert.ok(await page.evaluate(() => window.asked) >= 2, 'the token function was asked again')
+  } finally {
+    await context.close()
+  }
+})
+
+async function publishWith(course, i) {
+  const res = await fetch(`${JWT}/v1/courses/${encodeURIComponent(course)}/events`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${mintPublish()}` },
+    body: JSON.stringify({ type: 'chapter-update-complete', data: { i } }),
+  })
+  const text = await res.text()
+  assert.equal(res.status, 201, text)
+  return JSON.parse(text).id
+}
+
+function mintPublish() {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const head = b64({ alg: 'HS256', typ: 'JWT' })
+  const body = b64({ courses: '*', publish: '*', exp: Math.floor(Date.now() / 1000) + 60 })
+  return `${head}.${body}.${createHmac('sha256', JWT_KEY).update(`${head}.${body}`).digest('base64url')}`
+}
