@@ -39,9 +39,6 @@ func (co *coalescer) add(f *frame) (first bool) {
 	return first
 }
 
-// start returns the channel that fires when the current window ends.
-func (co *coalescer) start() <-chan time.Time { return time.After(co.window) }
-
 // flush returns the kept events in id order and empties the window.
 func (co *coalescer) flush() []*frame {
 	if len(co.pending) == 0 {

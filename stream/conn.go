@@ -13,9 +13,10 @@ import (
 
 // conn is one SSE client. The broker's publishing goroutine calls onEvent,
 // which only queues and never blocks. The frames are written by one writer
-// at a time: for a hijacked HTTP/1.1 stream (direct), the request
-// goroutine while it replays, then the hub's workers; otherwise (viaHandler)
-// the request goroutine for the stream's whole life.
+// at a time, the sink's (see sink): for a stream taken over (direct), the
+// request goroutine while it replays, then the stream's turn on the hub's
+// workers; otherwise (viaHandler) the request goroutine for the stream's
+// whole life.
 type conn struct {
 	h      *Hub
 	req    request
@@ -23,28 +24,19 @@ type conn struct {
 	cancel context.CancelCauseFunc
 	out    sink
 
-	notify chan struct{} // viaHandler: work is waiting (cap 1)
-	queued atomic.Int64  // bytes of frames in queue
+	queued atomic.Int64 // bytes of frames in queue
 
-	mu        sync.Mutex
-	queue     []*frame
-	spare     []*frame // the other queue buffer, swapped in by take
-	replaying bool     // catching up from history: events are not queued
-	liveHead  uint64   // highest id announced while replaying
-	beat      bool     // a heartbeat is due
-	ending    error    // end was called: send the final frame, then stop
-	stopped   bool     // no more events are queued, nothing more is written
-	clean     bool     // the final frame is out: end without cutting the connection
-	killed    bool     // stop at any cost: even a clean end is cut
-	finished  bool     // the request goroutine is done with the ResponseWriter
-	scheduled bool     // direct: on the hub's run queue
-	windowDue bool     // direct: the coalesce window closed
+	mu       sync.Mutex
+	state    connState
+	flags    connFlags
+	queue    []*frame
+	spare    []*frame // the other queue buffer, swapped in by take
+	liveHead uint64   // highest id announced while replaying
+	ending   error    // end was called: send the final frame, then stop
 
 	// Owned by the writer.
-	pos         uint64 // the last id sent or examined
-	co          *coalescer
-	window      <-chan time.Time // viaHandler: the coalesce window's end
-	windowTimer *time.Timer      // direct: the same, as a timer
+	pos uint64 // the last id sent or examined
+	co  *coalescer
 
 	topic *topic // the course's record in the hub (Hub.topics)
 
@@ -58,12 +50,23 @@ type conn struct {
 func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request) *conn {
 	return &conn{
 		h: h, req: req, ctx: ctx, cancel: cancel, co: newCoalescer(req.coalesce),
-		notify: make(chan struct{}, 1), replaying: true,
 	}
 }
 
-// sink is where a connection's bytes go.
+// sink is where a stream's bytes go, and what differs between the two
+// ways of writing them: through the ResponseWriter from the request
+// goroutine (viaHandler), or straight to a taken-over socket by the hub's
+// workers (direct). It owns how its writer is woken, the coalesce
+// window's timer, the bytes it holds back, and how the connection is cut.
+//
+// The write methods (frame ... finish) are called by the stream's writer
+// of the moment only; the methods named ...Locked with c.mu held.
 type sink interface {
+	// run serves the stream from the request goroutine: it writes the
+	// start (begin) and returns once the request goroutine is done with
+	// the stream.
+	run(st start)
+
 	// frame writes one frame that is not an event's (reset, final...).
 	frame(p []byte) bool
 	// fixed writes a frame that every stream sends (retry:, heartbeat),
@@ -77,8 +80,29 @@ type sink interface {
 	flush() bool
 	// finish ends the response cleanly after the final frame.
 	finish()
-	// abort cuts the connection: a write blocked on it returns at once.
-	abort()
+
+	// armWindow ends the coalesce window after d: the writer then calls
+	// closeWindow. dropWindow forgets it.
+	armWindow(d time.Duration)
+	dropWindow()
+
+	// wakeLocked tells the writer there is work.
+	wakeLocked()
+	// goLiveLocked: the replay is over.
+	goLiveLocked()
+	// canInlineLocked reports whether a live frame may be written on the
+	// caller's goroutine now (then nobody else writes the stream until
+	// c.mu is released); writeInlineLocked writes it.
+	canInlineLocked() bool
+	writeInlineLocked(f *frame)
+	// pendingLocked is the bytes the sink holds that the client has not
+	// taken.
+	pendingLocked() int
+	// abort cuts the connection, so that a write blocked on it returns at
+	// once; clean and killed say how the stream is ending.
+	abort(clean, killed bool)
+	// releaseLocked gives back what the sink holds (timers) at the end.
+	releaseLocked()
 }
 
 // start is where a stream begins: after pos, with a reset frame first when
@@ -111,11 +135,11 @@ func (c *conn) startPosition(ctx context.Context) (start, error) {
 // disconnected (it resumes with Last-Event-ID).
 func (c *conn) onEvent(ev *observer.Event) {
 	c.mu.Lock()
-	if c.stopped {
+	switch c.state {
+	case stateStopped:
 		c.mu.Unlock()
 		return
-	}
-	if c.replaying {
+	case stateReplaying:
 		if ev.Reset || ev.ID > c.liveHead {
 			c.liveHead = ev.ID
 		}
@@ -128,11 +152,9 @@ func (c *conn) onEvent(ev *observer.Event) {
 	}
 	f := c.topic.frameOf(ev)
 	size := int64(len(f.sse))
-	if q := c.queued.Load() + c.waitingBytes(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
-		dropped := len(c.queue) + 1
+	if q := c.queued.Load() + int64(c.out.pendingLocked()); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
+		c.tooSlowLocked()
 		c.mu.Unlock()
-		c.h.cfg.Metrics.Dropped(dropped)
-		c.stop(errSlow)
 		return
 	}
 	if c.writeInlineLocked(f) {
@@ -147,54 +169,32 @@ func (c *conn) onEvent(ev *observer.Event) {
 }
 
 // writeInlineLocked writes a live event from the publishing goroutine
-// itself when nothing else is due for a direct stream of a small course:
-// the write does not wait (what the kernel does not take goes to the
-// flusher), and no hand-off adds latency. c.mu is held.
+// itself when nothing else is due for a stream of a small course and its
+// sink allows it (direct, idle): no hand-off adds latency. c.mu is held.
 func (c *conn) writeInlineLocked(f *frame) bool {
 	ev := f.ev
-	d, ok := c.out.(*direct)
-	if !ok || !d.live || c.scheduled || len(c.queue) > 0 || c.beat || c.ending != nil ||
-		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.topic.streams.Load() > inlineFanout ||
-		d.flushing || len(d.pending) > 0 || d.closed {
+	// The sink first: only when it can write inline is the writer's
+	// position ours to read (no turn is queued, nobody else writes).
+	if !c.out.canInlineLocked() || len(c.queue) > 0 || c.flags.has(flagBeat) || c.ending != nil ||
+		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.topic.streams.Load() > inlineFanout {
 		return false
 	}
-	c.pos = ev.ID // no worker holds the connection: not scheduled
-	d.writeLocked(f.chunk)
+	c.pos = ev.ID
+	c.out.writeInlineLocked(f)
 	return true
-}
-
-// waitingBytes is what the sink holds back (direct: not yet taken by the
-// kernel). c.mu is held.
-func (c *conn) waitingBytes() int64 {
-	if d, ok := c.out.(*direct); ok {
-		return int64(len(d.pending))
-	}
-	return 0
 }
 
 func (c *conn) heartbeat() {
 	c.mu.Lock()
-	if !c.stopped {
-		c.beat = true
+	if !c.stoppedLocked() {
+		c.beatLocked()
 		c.wakeLocked()
 	}
 	c.mu.Unlock()
 }
 
 // wakeLocked tells the writer there is work. c.mu is held.
-func (c *conn) wakeLocked() {
-	if _, ok := c.out.(*direct); ok && !c.replaying {
-		if !c.scheduled {
-			c.scheduled = true
-			c.h.runq.Push(c)
-		}
-		return
-	}
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
+func (c *conn) wakeLocked() { c.out.wakeLocked() }
 
 // stop ends the stream now: the context is cancelled and the connection
 // cut (unless it is ending cleanly), so a write blocked on a peer that does
@@ -205,23 +205,28 @@ func (c *conn) stop(cause error) {
 	c.stopLocked(cause)
 }
 
-func (c *conn) stopLocked(cause error) {
-	if !c.stopped {
-		c.stopped = true
-		c.cancel(cause)
-	}
-	if !c.finished {
-		c.out.abort()
-	}
-}
-
 // kill stops the stream and cuts its connection even while it ends
 // cleanly (its final bytes not taken within drainTimeout, or Hub.Close).
 func (c *conn) kill(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.killed = true
-	c.stopLocked(cause)
+	c.killLocked(cause)
+}
+
+// tooSlow stops a client whose waiting frames would pass
+// Config.ClientBuffer (it resumes with Last-Event-ID), counting what it
+// loses here as dropped.
+func (c *conn) tooSlow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tooSlowLocked()
+}
+
+func (c *conn) tooSlowLocked() {
+	if c.state != stateStopped {
+		c.h.cfg.Metrics.Dropped(len(c.queue) + 1)
+	}
+	c.stopLocked(errSlow)
 }
 
 // after runs f in d, unless the stream is released first. The timer may
@@ -238,10 +243,9 @@ func (c *conn) after(d time.Duration, f func()) {
 func (c *conn) end(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ending != nil || c.stopped {
+	if !c.endLocked(cause) {
 		return
 	}
-	c.ending = cause
 	c.wakeLocked()
 	c.timers = append(c.timers, time.AfterFunc(drainTimeout, func() { c.kill(cause) })) // c.mu is held
 }
@@ -251,9 +255,9 @@ func (c *conn) end(cause error) {
 func (c *conn) take() (batch []*frame, beat bool, ending error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	batch, beat, ending = c.queue, c.beat, c.ending
+	batch, beat, ending = c.queue, c.flags.has(flagBeat), c.ending
 	c.queue, c.spare = c.spare[:0], batch
-	c.beat = false
+	c.flags &^= flagBeat
 	return batch, beat, ending
 }
 
@@ -318,39 +322,10 @@ func (c *conn) deliver() bool {
 }
 
 // startWindow arms the end of a coalesce window.
-func (c *conn) startWindow() {
-	if _, ok := c.out.(*direct); ok {
-		t := time.AfterFunc(c.co.window, func() {
-			c.mu.Lock()
-			if !c.stopped { // a stopped stream has nothing left to send
-				c.windowDue = true
-				c.wakeLocked()
-			}
-			c.mu.Unlock()
-		})
-		c.mu.Lock()
-		if c.finished {
-			t.Stop()
-		} else {
-			c.windowTimer = t
-		}
-		c.mu.Unlock()
-		return
-	}
-	c.window = c.co.start()
-}
+func (c *conn) startWindow() { c.out.armWindow(c.co.window) }
 
 // dropWindow forgets an open coalesce window whose events were just sent.
-func (c *conn) dropWindow() {
-	c.window = nil
-	c.mu.Lock()
-	if c.windowTimer != nil {
-		c.windowTimer.Stop()
-		c.windowTimer = nil
-	}
-	c.windowDue = false
-	c.mu.Unlock()
-}
+func (c *conn) dropWindow() { c.out.dropWindow() }
 
 // closeWindow sends what the coalesce window kept.
 func (c *conn) closeWindow() bool {
@@ -395,12 +370,8 @@ func (c *conn) catchUp(page observer.Page) bool {
 		}
 		c.mu.Lock()
 		if !page.More() && c.liveHead <= c.pos {
-			if d, ok := c.out.(*direct); ok {
-				d.live = true // from now on the workers write
-				d.buf = nil   // the replay's buffer is not needed any more
-			}
-			c.replaying = false
-			if c.queue != nil || c.beat || c.ending != nil {
+			c.goLiveLocked()
+			if c.hasWorkLocked() {
 				c.wakeLocked()
 			}
 			c.mu.Unlock()
@@ -481,7 +452,7 @@ func (c *conn) finalFrame(cause error) {
 	b := appendDrain(make([]byte, 0, 128), cause, c.h.cfg.Retry+jitter)
 	if c.out.frame(b) && c.out.flush() {
 		c.mu.Lock()
-		c.clean = true
+		c.cleanLocked()
 		c.mu.Unlock()
 		c.out.finish()
 	}

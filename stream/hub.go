@@ -114,7 +114,7 @@ func New(b observer.Broker, cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*conn](runtime.GOMAXPROCS(0)),
+		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*direct](runtime.GOMAXPROCS(0)),
 		retry: retryFrame(cfg.Retry),
 		conns: make(map[*conn]struct{}), topics: make(map[string]*topic),
 	}
@@ -141,7 +141,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range h.runq.Workers() {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.runq.Work(ctx, (*conn).runDirect) }()
+		go func() { defer wg.Done(); h.runq.Work(ctx, (*direct).runTurn) }()
 	}
 	defer wg.Wait()
 	t := time.NewTicker(h.cfg.Heartbeat)
@@ -265,25 +265,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	if v, ok := c.out.(*viaHandler); ok {
-		v.serve(st)
-		h.release(c)
-		return
-	}
-	h.serveDirect(c, st)
-}
-
-// serveDirect replays on the request goroutine, then leaves the live
-// stream to the workers and the reader goroutine, and returns.
-//
-//go:noinline
-func (h *Hub) serveDirect(c *conn, st start) {
-	d := c.out.(*direct)
-	handoff := make(chan struct{})
-	go d.readLoop(handoff) // h.wg.Add was done by open, with the stopped check
-
-	c.begin(st)
-	close(handoff)
+	c.out.run(st)
 }
 
 // open validates and registers the request, subscribes it to the broker
@@ -310,7 +292,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	c := newConn(h, ctx, cancel, req)
 	c.out = newViaHandler(c, w) // until taken over
 	if full, refused := h.register(c); refused != nil {
-		c.finished = true
+		c.mu.Lock()
+		c.releaseLocked()
+		c.mu.Unlock()
 		c.cancel(nil)
 		w.Header().Set("Retry-After", "1")
 		if !full {
@@ -350,7 +334,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		if d, err = takeOver(c, w); err == nil {
 			c.mu.Lock()
 			c.out = d
-			stopped := c.stopped
+			stopped := c.stoppedLocked()
 			if !stopped {
 				// Counted under c.mu with the check: Close either stopped
 				// the stream before (then no reader starts) or waits for it.
@@ -360,7 +344,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 			if stopped {
 				// Stopped while opening (its token expired, the hub closed):
 				// the viaHandler abort could not reach the taken-over socket.
-				d.nc.Close()
+				d.s.abort(true)
 				h.release(c)
 				return nil, start{}
 			}
@@ -378,9 +362,6 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 			slog.Uint64("from", st.pos), slog.Bool("reset", st.reset), slog.Bool("direct", takeover))
 	}
 	c.opened = time.Now()
-	if v, ok := c.out.(*viaHandler); ok {
-		_ = v.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; the sink arms its own
-	}
 	return c, st
 }
 
@@ -396,17 +377,15 @@ func (h *Hub) release(c *conn) {
 	c.mu.Lock()
 	timers := c.timers
 	c.timers = nil
-	c.finished, c.stopped = true, true
+	c.releaseLocked()
 	// A stream whose final frame went out ended for the reason it was
 	// ended, even when the reader saw the connection close first.
 	cause := context.Cause(c.ctx)
-	if c.clean && c.ending != nil {
+	if c.flags.has(flagClean) && c.ending != nil {
 		cause = c.ending
 	}
 	reason := closeReason(cause)
-	if c.windowTimer != nil {
-		c.windowTimer.Stop()
-	}
+	c.out.releaseLocked()
 	c.mu.Unlock()
 	for _, t := range timers {
 		t.Stop()

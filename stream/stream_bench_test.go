@@ -48,8 +48,9 @@ func BenchmarkDeliver(b *testing.B) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c := newConn(h, ctx, cancel, request{course: "course-123"})
-	c.out = newViaHandler(c, &discard{h: http.Header{}})
-	c.replaying = false
+	v := newViaHandler(c, &discard{h: http.Header{}})
+	c.out = v
+	c.state = stateLive
 	c.topic = new(topic)
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
@@ -60,7 +61,7 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 		c.topic.last.Store(fs[i%len(fs)])
 		c.onEvent(ev)
-		<-c.notify
+		<-v.notify
 		if !c.deliver() {
 			b.Fatal("stream ended")
 		}
@@ -89,16 +90,20 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	}
 	defer server.Close()
 	go func() { _, _ = io.Copy(io.Discard, client) }()
-	raw, _ := server.(*net.TCPConn).SyscallConn()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c := newConn(h, ctx, cancel, request{course: "course-123"})
 	c.topic = new(topic) // as register sets it: a course wide enough that the worker writes
 	c.topic.streams.Store(inlineFanout + 1)
-	d := newDirect(c, server, raw)
-	d.live = true
+	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &direct{c: c, s: s}
 	c.out = d
-	c.replaying = false
+	c.mu.Lock()
+	c.goLiveLocked()
+	c.mu.Unlock()
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -108,10 +113,10 @@ func BenchmarkDeliverDirect(b *testing.B) {
 		}
 		c.topic.last.Store(fs[i%len(fs)])
 		c.onEvent(ev)
-		if next, _ := c.h.runq.Pop(); next != c {
+		if next, _ := c.h.runq.Pop(); next != d {
 			b.Fatal("not scheduled")
 		}
-		c.runDirect()
+		d.runTurn()
 	}
 }
 
