@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"coursestream/internal/cursor"
 	"coursestream/internal/redistest"
+	"coursestream/poller"
 )
 
 // The multi-course poll (GET /v1/poll?courses=&cursor=) end to end, against
@@ -261,5 +264,58 @@ func TestMultiPollLongPollBoundAndShutdown(t *testing.T) {
 		s.done <- nil
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10 s after SIGTERM")
+	}
+}
+
+// multiPollAPICases are TestOpenAPIHoldsToTheServer's cases of
+// /v1/poll, run after its publishing cases (c-open holds ids 1 to 3;
+// the keyed instance's token subTok allows c-keyed, otherTok does not).
+func multiPollAPICases(open, keyed *server, subTok, otherTok string) []apiCase {
+	const (
+		get  = "GET /v1/poll"
+		head = "HEAD /v1/poll"
+	)
+	tag := poller.CursorETag(cursor.Cursor{Courses: []string{"c-open", "mp-empty"}, Seqs: []uint64{3, 0}})
+	inm := func(v string) map[string]string { return map[string]string{"If-None-Match": v} }
+	many := make([]string, cursor.MaxCourses+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("c%d", i)
+	}
+	return []apiCase{
+		{op: get, srv: open, path: "/v1/poll?courses=c-open,mp-empty", status: 200,
+			check: func(t *testing.T, h http.Header, body []byte) {
+				var m multiPoll
+				if err := json.Unmarshal(body, &m); err != nil || h.Get("ETag") != tag || m.Cursor != "c-open:3,mp-empty:0" || m.events() != "c-open:1 c-open:2 c-open:3" {
+					t.Errorf("ETag %q (want %q), body %s", h.Get("ETag"), tag, body)
+				}
+			}},
+		{op: get, srv: open, path: "/v1/poll?courses=mp-empty,c-open&cursor=c-open:1&types=custom.type_2", status: 200,
+			check: func(t *testing.T, _ http.Header, body []byte) {
+				if !bytes.Contains(body, []byte(`"cursor":"mp-empty:0,c-open:3"`)) || !bytes.Contains(body, []byte(`"id":"3"`)) || bytes.Contains(body, []byte(`"id":"2"`)) {
+					t.Errorf("body %s", body)
+				}
+			}},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open,mp-empty&cursor=c-open:7,mp-empty:0", status: 200,
+			check: wantJSON(`{"cursor":"c-open:3,mp-empty:0","events":[],"more":false,"resets":[{"courseId":"c-open","lastEventId":"3"}]}`)},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open,mp-empty&cursor=c-open:3&wait=1", status: 200,
+			check: wantJSON(`{"cursor":"c-open:3,mp-empty:0","events":[],"more":false,"resets":[]}`)},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open,mp-empty", header: inm(tag), status: 304},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open&courses=mp-empty&cursor=c-open:3&wait=50ms", header: inm(`W/"x", ` + strings.TrimPrefix(tag, "W/")), status: 304},
+		{op: get, srv: open, path: "/v1/poll", status: 400, refused: true},
+		{op: get, srv: open, path: "/v1/poll?courses=", status: 400, refused: true},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open,,x", status: 400, refused: true},
+		{op: get, srv: open, path: "/v1/poll?courses=" + strings.Join(many, ","), status: 400},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open&cursor=c-open", status: 400, refused: true},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open&cursor=c-open:1,c-open:2", status: 400},
+		{op: get, srv: open, path: "/v1/poll?courses=c-open&wait=31s", status: 400},
+		{op: get, srv: keyed, path: "/v1/poll?courses=c-keyed", header: map[string]string{"Authorization": "Bearer " + subTok}, status: 200},
+		{op: get, srv: keyed, path: "/v1/poll?courses=c-keyed", status: 401},
+		{op: get, srv: keyed, path: "/v1/poll?courses=c-keyed,other&token=" + subTok, status: 403},
+		{op: get, srv: keyed, path: "/v1/poll?courses=c-keyed&token=" + otherTok, status: 403},
+		{op: head, srv: open, path: "/v1/poll?courses=c-open,mp-empty", status: 200},
+		{op: head, srv: open, path: "/v1/poll?courses=c-open,mp-empty", header: inm(tag), status: 304},
+		{op: head, srv: open, path: "/v1/poll?courses=c-open&cursor=x", status: 400, refused: true},
+		{op: head, srv: keyed, path: "/v1/poll?courses=c-keyed", status: 401},
+		{op: head, srv: keyed, path: "/v1/poll?courses=c-keyed&token=" + otherTok, status: 403},
 	}
 }
