@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"coursestream/internal/cursor"
 	"coursestream/observer"
@@ -415,4 +416,31 @@ func FuzzParseCourses(f *testing.F) {
 			t.Fatalf("cursor %q does not read back: %v", req.at.String(), err)
 		}
 	})
+}
+
+// A long-poll ends on what moves the client even when it carries no
+// event: a reset (at once), or an event that ?types= filters out.
+func TestMultiLongPollEndsOnResetAndFilteredEvents(t *testing.T) {
+	t.Parallel()
+	b, p, h := setupMulti(t, 0, Config{})
+	publish(t, b, "a", "upload-progress", 1)
+	// Either ends long before its 30s wait would (the wait is the bound
+	// that tells an answer from a timeout).
+	const soon = 10 * time.Second
+	start := time.Now()
+	rec, got := getMulti(t, h, "/v1/poll?courses=a,b&cursor=a:5&wait=30s", "")
+	if rec.Code != 200 || got.Cursor != "a:1,b:0" || len(got.Resets) != 1 || got.Resets[0].CourseID != "a" || time.Since(start) > soon {
+		t.Fatalf("long-poll from a position ahead: %d %+v after %s", rec.Code, got, time.Since(start))
+	}
+	waiting := make(chan struct{})
+	var once sync.Once
+	p.onWait = func() { once.Do(func() { close(waiting) }) }
+	res := longPoll(t, h, "/v1/poll?courses=a,b&cursor=a:1&types=upload-complete&wait=30s", "")
+	<-waiting
+	start = time.Now()
+	publish(t, b, "b", "upload-progress", 1)
+	r := <-res
+	if r.err != nil || r.code != 200 || len(r.body.Events) != 0 || r.body.Cursor != "a:1,b:1" || r.etag != tagOf(t, "a:1,b:1", "a", "b") || time.Since(start) > soon {
+		t.Fatalf("long-poll woken by a filtered event: %d %+v %s %v after %s", r.code, r.body, r.etag, r.err, time.Since(start))
+	}
 }
