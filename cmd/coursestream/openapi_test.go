@@ -51,6 +51,8 @@ var notExercised = map[string]string{
 	"POST /v1/courses/{courseId}/events 503": "the broker down: Redis gone (fault suite)",
 	"GET /v1/courses/{courseId}/poll 503":    "the broker down: Redis gone (fault suite)",
 	"HEAD /v1/courses/{courseId}/poll 503":   "the broker down: Redis gone (fault suite)",
+	"GET /v1/poll 503":                       "the broker down: Redis gone (fault suite)",
+	"HEAD /v1/poll 503":                      "the broker down: Redis gone (fault suite)",
 	"GET /readyz 503":                        "starting, shutting down or Redis gone (ops and fault tests)",
 	"HEAD /readyz 503":                       "starting, shutting down or Redis gone (ops and fault tests)",
 }
@@ -151,6 +153,7 @@ func TestOpenAPIHoldsToTheServer(t *testing.T) {
 		apiCase{op: "HEAD " + poll, srv: keyed, path: "/v1/courses/c-keyed/poll", status: 401},
 		apiCase{op: "HEAD " + poll, srv: keyed, path: "/v1/courses/c-keyed/poll?token=" + otherTok, status: 403},
 	)
+	add(multiPollAPICases(open, keyed, subTok, otherTok)...)
 	// Operations and files.
 	for _, m := range []string{"GET", "HEAD"} {
 		add(

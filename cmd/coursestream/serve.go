@@ -244,6 +244,9 @@ func routes(d routeDeps) http.Handler {
 	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
 	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 	r.With(subscribe).Head("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
+	polls := coursesAuth(d.auth)
+	r.With(polls).Get("/v1/poll", d.poll.ServeCourses)
+	r.With(polls).Head("/v1/poll", d.poll.ServeCourses)
 
 	files := web.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)
