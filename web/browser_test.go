@@ -18,9 +18,10 @@ import (
 // TestBrowser runs the browser tests (web/test/*.test.mjs, node:test with
 // playwright-core) in Debian's headless Chromium against the real binary,
 // and the type checks of the library (TypeScript on its JSDoc and .d.ts):
-// it builds ./cmd/coursestream, starts three servers on free loopback ports
+// it builds ./cmd/coursestream, starts four servers on free loopback ports
 // (one with --max-connections 1 for the 503 fallback, one whose streams end
-// on purpose every 1.2-1.5 s, for planned reconnections) and runs node.
+// on purpose every 1.2-1.5 s, for planned reconnections), one on HTTPS for
+// HTTP/2, and runs node.
 // Missing Chromium, node or node_modules skip the test locally and fail it
 // when CI=true; .ci/deps installs them.
 func TestBrowser(t *testing.T) {
@@ -59,6 +60,7 @@ func TestBrowser(t *testing.T) {
 	base := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms")
 	limited := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms", "--max-connections", "1")
 	aged := startServer(t, bin, "--heartbeat", "1s", "--retry", "200ms", "--max-stream-age", "1500ms", "--drain-jitter", "300ms")
+	tlsBase := startTLSServer(t, bin) // HTTPS, HTTP/2 by ALPN (tls_test.go)
 
 	files, err := filepath.Glob(filepath.Join("test", "*.test.mjs"))
 	if err != nil || len(files) == 0 {
@@ -73,7 +75,7 @@ func TestBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = "test"
 	cmd.Env = append(withoutCoursestreamEnv(os.Environ()),
-		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CHROMIUM="+chromium)
+		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CS_TLS_URL="+tlsBase, "CHROMIUM="+chromium)
 	if os.Getenv("UPDATE_DEMO_PNG") != "" { // refresh the screenshot checked in as web/demo.png
 		abs, err := filepath.Abs("demo.png")
 		if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,10 @@ type Config struct {
 	LogLevel       string
 	LogFormat      string
 	DebugAddr      string
+	TLSCert        string
+	TLSKey         string
+
+	tls *tls.Config // loaded by validate from TLSCert and TLSKey; nil: plain HTTP
 }
 
 // newServeFlags returns the serve flag set bound to c.
@@ -77,6 +82,8 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "loopback address for pprof endpoints (empty: off)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain: serve HTTPS (HTTP/2 by ALPN); needs --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 }
 
 // validate checks what flag parsing cannot; the error is one line.
@@ -144,6 +151,13 @@ func (c *Config) validate() error {
 		if c.JWTKey == "" {
 			return fmt.Errorf("--jwt-key-file %s is empty", c.JWTKeyFile)
 		}
+	}
+	if f := (tlsFiles{cert: c.TLSCert, key: c.TLSKey}); f.enabled() {
+		cfg, err := f.load()
+		if err != nil {
+			return err
+		}
+		c.tls = cfg
 	}
 	host, _, _ := net.SplitHostPort(c.Addr)
 	if c.JWTKey == "" && !c.InsecureOpen && !isLoopback(host) {

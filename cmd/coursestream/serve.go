@@ -85,7 +85,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         unused.track,
+		ConnState:         unused.track, // the *tls.Conn with TLS, as net/http's HTTP/2 server reports it too
+		TLSConfig:         cfg.tls,
+		// An HTTP/2 connection that takes no bytes for 15 s is closed with
+		// every stream on it: the bound the HTTP/1.1 path puts on a stalled
+		// socket (a stalled stream alone is cut by the hub).
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: stream.DefaultWriteTimeout},
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -102,11 +107,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		g.Go(func() error { return serveDebug(gctx, cfg.DebugAddr, log) })
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if cfg.tls != nil {
+			served <- srv.ServeTLS(ln, "", "") // the key pair is in TLSConfig; ServeTLS offers h2 by ALPN
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 
 	ready.Store(true)
 	log.Info("coursestream listening", slog.String("addr", ln.Addr().String()), slog.String("broker", mode),
-		slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
+		slog.Bool("tls", cfg.tls != nil), slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
 
 	var runErr error
 	select {

@@ -9,6 +9,7 @@
 //	csload poll  [flags]   ETag pollers + publisher
 //	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
+//	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
 //
 // It targets loopback only unless --allow-remote, and every run ends by
 // itself (--timeout).
@@ -70,6 +71,7 @@ type config struct {
 	Cycle       time.Duration
 	Reconnect   bool
 	Pipeline    int
+	Proto       string // idle: h1, h1tls or h2
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -78,6 +80,7 @@ modes:
   poll   --clients pollers with ETags every --poll-every; publish; report lost, duplicates, requests/s
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
+  idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
 flags:
 `
 
@@ -87,9 +90,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		mode, args = args[0], args[1:]
 	}
 	switch mode {
-	case "sse", "poll", "soak", "floor":
+	case "sse", "poll", "soak", "floor", "idle":
 	default:
-		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak or floor", mode)}
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor or idle", mode)}
 	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
@@ -121,6 +124,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
+	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -147,6 +151,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep, err = runPoll(ctx, c)
 	case "soak":
 		rep, err = runSoak(ctx, c, out)
+	case "idle":
+		rep, err = runIdle(ctx, c)
 	}
 	if rep != nil {
 		rep.print(out, c.JSON)
