@@ -57,16 +57,17 @@ type KeySet struct {
 	mu    sync.RWMutex
 	state keySetState
 	keys  keyfunc.Keyfunc // set with state fetched
-	last  error           // the last failure while waiting
+	last  error           // the last failure while fetching
 }
 
 // keySetState is where a KeySet is in its life.
 type keySetState int
 
 const (
-	waiting keySetState = iota // no fetch has succeeded yet
-	fetched                    // the set is held (later fetches may fail: the last good set is kept)
-	stopped                    // Run has returned
+	idle     keySetState = iota // Run has not been called
+	fetching                    // Run is fetching the set, which it has not had yet
+	fetched                     // the set is held (later fetches may fail: the last good set is kept)
+	stopped                     // Run has returned
 )
 
 // NewKeySet checks cfg and returns a KeySet. It fetches nothing and starts
@@ -98,9 +99,19 @@ func CheckKeySetURL(u string) error {
 }
 
 // Run fetches the set, retrying until it succeeds, then keeps it fresh
-// until ctx ends. It returns nil once ctx has ended and its goroutines
-// have stopped.
+// until ctx ends, and returns nil then. jwkset's refresh goroutine ends
+// with ctx too (it waits only on its ticker and on ctx, and its fetches
+// are bound to ctx). A KeySet runs once.
 func (k *KeySet) Run(ctx context.Context) error {
+	k.mu.Lock()
+	again := k.state != idle
+	if !again {
+		k.state = fetching
+	}
+	k.mu.Unlock()
+	if again {
+		return errors.New("the JWT key set runs once")
+	}
 	defer k.stop()
 	// jwkset's refresh goroutine runs until this context ends; it is
 	// started by every attempt, so that a failed one is cancelled.

@@ -339,6 +339,9 @@ func TestKeySetRunStops(t *testing.T) {
 		if err := k.Ready(context.Background()); !errors.Is(err, ErrKeySetNotFetched) {
 			t.Fatalf("%s: Ready after Run: %v", status, err)
 		}
+		if err := k.Run(context.Background()); err == nil {
+			t.Fatalf("%s: a second Run was accepted", status)
+		}
 	}
 	idp.Close()
 	goleak.VerifyNone(t, before)
