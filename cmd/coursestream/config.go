@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"coursestream/internal/auth"
 	"coursestream/observer"
 	"coursestream/stream"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	Retry          time.Duration
 	JWTKey         string
 	JWTKeyFile     string
+	JWTJWKSURL     string
+	JWTIssuer      string
+	JWTAudience    string
 	CORSOrigins    string
 	MaxEventBytes  byteSize
 	MaxConnections int
@@ -68,6 +72,9 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Retry, "retry", stream.DefaultRetry, "reconnection delay told to SSE clients (retry:)")
 	fs.StringVar(&c.JWTKey, "jwt-key", "", "HS256 secret; when set, subscribing, polling and publishing need a token")
 	fs.StringVar(&c.JWTKeyFile, "jwt-key-file", "", "file holding the HS256 secret")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JSON Web Key Set URL of an identity provider; when set, tokens signed RS256, ES256 or EdDSA by its keys are accepted (and required)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, a token's iss must equal it")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, a token's aud must contain it")
 	fs.StringVar(&c.CORSOrigins, "cors-origins", "", "comma-separated origins allowed by CORS (* for any)")
 	c.MaxEventBytes = observer.DefaultMaxEventBytes
 	fs.Var(&c.MaxEventBytes, "max-event-bytes", "largest event envelope accepted, in bytes (64KiB, 1MiB also work)")
@@ -78,7 +85,7 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "end SSE streams after 80-100% of this age so clients reconnect (0: never)")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", stream.DefaultDrainJitter, "streams ended on purpose (shutdown, max age) tell clients to retry after --retry plus up to this")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 8*time.Second, "longest wait for requests to finish on SIGTERM/SIGINT")
-	fs.BoolVar(&c.InsecureOpen, "insecure-open", false, "allow a non-loopback address without --jwt-key (anyone may subscribe and publish)")
+	fs.BoolVar(&c.InsecureOpen, "insecure-open", false, "allow a non-loopback address without --jwt-key or --jwt-jwks-url (anyone may subscribe and publish)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "loopback address for pprof endpoints (empty: off)")
@@ -159,15 +166,23 @@ func (c *Config) validate() error {
 		}
 		c.tls = cfg
 	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.CheckKeySetURL(c.JWTJWKSURL); err != nil {
+			return fmt.Errorf("--jwt-jwks-url %q: want https://HOST/PATH, the identity provider's JSON Web Key Set", c.JWTJWKSURL)
+		}
+	}
+	if c.open() && (c.JWTIssuer != "" || c.JWTAudience != "") {
+		return errors.New("--jwt-issuer and --jwt-audience check tokens: give --jwt-key or --jwt-jwks-url too")
+	}
 	host, _, _ := net.SplitHostPort(c.Addr)
-	if c.JWTKey == "" && !c.InsecureOpen && !isLoopback(host) {
-		return fmt.Errorf("--addr %s is not loopback and no --jwt-key is set: anyone could read and publish; set --jwt-key or pass --insecure-open", c.Addr)
+	if c.open() && !c.InsecureOpen && !isLoopback(host) {
+		return fmt.Errorf("--addr %s is not loopback and neither --jwt-key nor --jwt-jwks-url is set: anyone could read and publish; set one or pass --insecure-open", c.Addr)
 	}
 	return nil
 }
 
 // open reports whether the service runs without authorization.
-func (c *Config) open() bool { return c.JWTKey == "" }
+func (c *Config) open() bool { return c.JWTKey == "" && c.JWTJWKSURL == "" }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -67,13 +68,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	pub := stream.NewPublisher(b, stream.PublishConfig{MaxEventBytes: int(cfg.MaxEventBytes), Logger: log})
 	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Metrics: m, Logger: log})
 	var authz *auth.Authorizer
+	var keys *auth.KeySet
+	var checks []observer.Readiness
 	if !cfg.open() {
-		authz = auth.New([]byte(cfg.JWTKey), nil)
+		if authz, keys, err = newAuthorizer(cfg, log); err != nil {
+			return err
+		}
+		checks = append(checks, authz) // ready once its key set is fetched
 	}
 
 	var ready atomic.Bool
 	handler := routes(routeDeps{log: log, broker: b, hub: hub, pub: pub, poll: poll, ready: &ready,
-		metrics: m, auth: authz, cors: splitList(cfg.CORSOrigins)})
+		metrics: m, auth: authz, checks: checks, cors: splitList(cfg.CORSOrigins)})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -97,6 +103,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	defer stopBG()
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return b.Run(gctx) })
+	if keys != nil {
+		g.Go(func() error { return keys.Run(gctx) }) // fetches and refreshes the key set until the end
+	}
 	// The hub's workers write the streams' final frames at shutdown: they
 	// stop after the streams, not with the first background task to fail.
 	hubCtx, stopHub := context.WithCancel(context.Background())
@@ -167,6 +176,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	return runErr
 }
 
+// newAuthorizer returns the Authorizer of cfg's keys, and its key set
+// when --jwt-jwks-url is given (to be run).
+func newAuthorizer(cfg Config, log *slog.Logger) (*auth.Authorizer, *auth.KeySet, error) {
+	o := auth.Options{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	if cfg.JWTKey != "" {
+		o.Key = []byte(cfg.JWTKey)
+	}
+	if cfg.JWTJWKSURL != "" {
+		if u, err := url.Parse(cfg.JWTJWKSURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			log.Warn("the --jwt-jwks-url is plain http: whoever can alter that traffic can make tokens the service accepts; use https",
+				slog.String("url", cfg.JWTJWKSURL))
+		}
+		var err error
+		if o.KeySet, err = auth.NewKeySet(auth.KeySetConfig{URL: cfg.JWTJWKSURL, Logger: log}); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	a, err := auth.NewAuthorizer(o)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return a, o.KeySet, nil
+}
+
 func newLogger(w io.Writer, cfg Config) *slog.Logger {
 	level, _ := parseLevel(cfg.LogLevel) // validated
 	opts := &slog.HandlerOptions{Level: level}
@@ -194,8 +227,9 @@ type routeDeps struct {
 	poll    *poller.Poller
 	ready   *atomic.Bool
 	metrics *metrics
-	auth    *auth.Authorizer // nil: open dev mode
-	cors    []string         // allowed origins; none: no CORS
+	auth    *auth.Authorizer     // nil: open dev mode
+	checks  []observer.Readiness // besides the broker's, what /readyz waits for
+	cors    []string             // allowed origins; none: no CORS
 }
 
 // routes is the HTTP surface of the contract.
@@ -235,8 +269,12 @@ func routes(d routeDeps) http.Handler {
 			httpjson.Error(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
 			return
 		}
+		checks := d.checks
 		if rd, ok := b.(observer.Readiness); ok {
-			if err := rd.Ready(r.Context()); err != nil {
+			checks = append([]observer.Readiness{rd}, checks...)
+		}
+		for _, c := range checks {
+			if err := c.Ready(r.Context()); err != nil {
 				httpjson.Error(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 				return
 			}
