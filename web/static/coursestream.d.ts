@@ -78,11 +78,17 @@ export interface CourseEventMap {
 /** The type names of CourseEventMap. */
 export type CourseEventName = Extract<keyof CourseEventMap, string>
 
-/** The event of one type of CourseEventMap: its type narrowed, its data typed. */
-export type CourseEventOf<K extends CourseEventName> = CourseEvent<CourseEventMap[K]> & { readonly type: K }
+/**
+ * The event of one type of CourseEventMap, its type narrowed and its data
+ * typed; of several types, the union of each (which `switch (ev.type)`
+ * narrows).
+ */
+export type CourseEventOf<K extends CourseEventName> = K extends CourseEventName
+  ? CourseEvent<CourseEventMap[K]> & { readonly type: K }
+  : never
 
 /** Any event of CourseEventMap: a union that `switch (ev.type)` narrows. */
-export type TypedCourseEvent = { [K in CourseEventName]: CourseEventOf<K> }[CourseEventName]
+export type TypedCourseEvent = CourseEventOf<CourseEventName>
 
 /** What onReset gets: the events after the old position are gone; refetch, then carry on from lastEventId. */
 export interface ResetInfo {
