@@ -178,6 +178,11 @@ test('react 19: useCourseEvents calls the latest onEvent, useCourseStatus follow
   const course = courseID('react-events')
   await page.evaluate(([b, c]) => window.T.mount(b, [['events', c, 'e1']]), [REACT, course])
   await page.waitForFunction(() => document.querySelector('p.e1')?.textContent === 'open 0')
+  // Two heartbeats (--heartbeat 1s) reach the connection and change no
+  // status: no render.
+  const rendersOpen = await page.evaluate(() => window.R.renders.e1)
+  await new Promise((r) => setTimeout(r, 2_200)) // heartbeats come by the clock; a render would have no signal
+  assert.equal(await page.evaluate(() => window.R.renders.e1), rendersOpen, 'no render without a status change')
   for (let k = 0; k < 5; k++) {
     await publish(course, 'chapter-update-complete', { chapterId: 'ch-1', updates: { k } }, { base: REACT })
     // The next event only after the render that the last one caused.
