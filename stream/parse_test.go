@@ -26,7 +26,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !observer.ValidCourseID(req.course) || req.coalesce < 0 || req.coalesce > MaxCoalesce {
+		if len(req.courses) != 1 || !observer.ValidCourseID(req.courses[0]) || req.coalesce < 0 || req.coalesce > MaxCoalesce {
 			t.Fatalf("accepted %+v", req)
 		}
 		for typ := range req.types {

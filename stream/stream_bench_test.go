@@ -47,20 +47,20 @@ func BenchmarkDeliver(b *testing.B) {
 	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{course: "course-123"})
+	c := newConn(h, ctx, cancel, request{courses: []string{"course-123"}})
 	v := newViaHandler(c, &discard{h: http.Header{}})
 	c.out = v
 	c.state = stateLive
-	c.topic = new(topic)
+	c.lanes[0].topic = new(topic)
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
-			c.pos = 0
+			c.lanes[0].pos = 0
 		}
-		c.topic.last.Store(fs[i%len(fs)])
-		c.onEvent(ev)
+		c.lanes[0].topic.last.Store(fs[i%len(fs)])
+		c.onEvent(&c.lanes[0], ev)
 		<-v.notify
 		if !c.deliver() {
 			b.Fatal("stream ended")
@@ -92,9 +92,9 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	go func() { _, _ = io.Copy(io.Discard, client) }()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{course: "course-123"})
-	c.topic = new(topic) // as register sets it: a course wide enough that the worker writes
-	c.topic.streams.Store(inlineFanout + 1)
+	c := newConn(h, ctx, cancel, request{courses: []string{"course-123"}})
+	c.lanes[0].topic = new(topic) // as register sets it: a course wide enough that the worker writes
+	c.lanes[0].topic.streams.Store(inlineFanout + 1)
 	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
 	if err != nil {
 		b.Fatal(err)
@@ -109,10 +109,10 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
-			c.pos = 0
+			c.lanes[0].pos = 0
 		}
-		c.topic.last.Store(fs[i%len(fs)])
-		c.onEvent(ev)
+		c.lanes[0].topic.last.Store(fs[i%len(fs)])
+		c.onEvent(&c.lanes[0], ev)
 		if next, _ := c.h.runq.Pop(); next != d {
 			b.Fatal("not scheduled")
 		}
