@@ -74,7 +74,7 @@ func perCourse(evs []multiEvent) map[string][]uint64 {
 func TestMultiCursorAndOrder(t *testing.T) {
 	e := newEnv(t, Config{}, observer.MemoryConfig{})
 	c := e.open("/v1/events?courses=course-a,course-b,course-a", nil) // a repeated id counts once
-	e.hub.waitLive(t) // while it replays, a stream sends course by course
+	e.hub.waitLive(t)                                                 // while it replays, a stream sends course by course
 	var want []string
 	for i := range 30 {
 		course := []string{"course-a", "course-b", "course-b"}[i%3]
@@ -431,7 +431,6 @@ func TestMultiR3labsClient(t *testing.T) {
 	cancel()
 	<-done
 }
-
 
 // TestMultiViaHandlerPath runs the multi-course tests through a
 // ResponseWriter that cannot be taken over (HTTP/2, HTTP/1.0).
