@@ -18,6 +18,7 @@ type coalescer struct {
 	window  time.Duration
 	pending map[coalesceKey]kept
 	seq     uint64 // arrival order of what add was given
+	sorted  []kept // flush's buffer, reused
 }
 
 type coalesceKey struct{ course, typ, subject string }
@@ -56,7 +57,7 @@ func (co *coalescer) flush() []*frame {
 	if len(co.pending) == 0 {
 		return nil
 	}
-	ks := make([]kept, 0, len(co.pending))
+	ks := co.sorted[:0]
 	for k, e := range co.pending {
 		ks = append(ks, e)
 		delete(co.pending, k)
@@ -66,6 +67,8 @@ func (co *coalescer) flush() []*frame {
 	for i, e := range ks {
 		fs[i] = e.f
 	}
+	clear(ks) // keep no frame alive
+	co.sorted = ks
 	return fs
 }
 
