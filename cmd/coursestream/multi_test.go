@@ -100,6 +100,13 @@ func testMultiResume(t *testing.T, a, b *server) {
 	if next["r-1"] != 51 || next["r-2"] != 41 || next["r-3"] != 31 {
 		t.Fatalf("ended at %v", next)
 	}
+	// Counted under their own transport label.
+	if n := metric(t, a, `coursestream_events_delivered_total{transport="sse-multi"}`); n < 111 {
+		t.Errorf(`coursestream_events_delivered_total{transport="sse-multi"} is %v, want at least 111`, n)
+	}
+	if n := metric(t, a, `coursestream_connections{transport="sse-multi"}`); n < 1 {
+		t.Errorf(`coursestream_connections{transport="sse-multi"} is %v with a stream open`, n)
+	}
 }
 
 func testMultiReset(t *testing.T, a, b *server) {
