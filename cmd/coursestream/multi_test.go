@@ -181,3 +181,33 @@ func testMultiDrains(t *testing.T, aged *server, redis bool, other *server) {
 		t.Fatalf("resumed on another instance with %+v", f.frame)
 	}
 }
+
+// TestMultiCourseAuthorization: with --jwt-key, a multi-course stream
+// needs a token allowing every listed course (403 naming a refused one)
+// and ends at the token's expiry with the drain frame.
+func TestMultiCourseAuthorization(t *testing.T) {
+	t.Parallel()
+	const key = "multi-course-test-key-0123456789abcdef"
+	s := startServer(t, "--jwt-key", key)
+	tok := func(ttl string) string {
+		code, out, errs := runCLI([]string{"token", "--jwt-key", key, "--course", "k-1,k-2", "--ttl", ttl}, nil)
+		if code != 0 {
+			t.Fatalf("token: %d %s", code, errs)
+		}
+		return strings.TrimSpace(out)
+	}
+	long, short := tok("1h"), tok("2s")
+	if code, _, body := get(t, s.url("/v1/events?courses=k-1,k-3,k-4"), "Authorization", "Bearer "+long); code != 403 || !strings.Contains(body, "k-3") {
+		t.Fatalf("a course the token does not allow: %d %s, want 403 naming k-3", code, body)
+	}
+	if code, _, _ := get(t, s.url("/v1/events?courses=k-1")); code != 401 {
+		t.Fatalf("no token: %d, want 401", code)
+	}
+	if code, _, _ := get(t, s.url("/v1/events?courses=k-1,bad%20id"), "Authorization", "Bearer "+long); code != 400 {
+		t.Fatalf("an invalid id: %d, want 400 before the token", code)
+	}
+	st := openSSE(t, s.url("/v1/events?courses=k-2,k-1&token="+short), "")
+	if f := st.next(t); f.event != "coursestream:drain" {
+		t.Fatalf("at the token's expiry the stream sent %+v, want the drain frame", f)
+	}
+}
