@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -379,8 +380,15 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request, parse func(*http.Requ
 		return nil, start{}
 	}
 	if h.log.Enabled(ctx, slog.LevelDebug) {
+		from := make([]string, len(st.lanes))
+		for i, ls := range st.lanes {
+			from[i] = strconv.FormatUint(ls.pos, 10)
+			if ls.reset {
+				from[i] += " (reset)"
+			}
+		}
 		h.log.LogAttrs(ctx, slog.LevelDebug, "stream open", slog.Any("courses", req.courses),
-			slog.Any("from", st.lanes), slog.Bool("direct", takeover))
+			slog.Any("from", from), slog.Bool("direct", takeover))
 	}
 	c.opened = time.Now()
 	return c, st
