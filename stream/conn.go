@@ -55,6 +55,9 @@ type lane struct {
 	topic  *topic // the course's record in the hub (Hub.topics), from register to unregister
 
 	liveHead uint64 // under c.mu: the highest id announced while replaying
+	// edge is the course's last id when the stream had subscribed: every
+	// later event reaches the listener (set by begin).
+	edge uint64
 
 	// Owned by the writer.
 	pos  uint64 // the last id sent or examined
@@ -180,6 +183,7 @@ type start struct{ lanes []laneStart }
 
 type laneStart struct {
 	pos   uint64
+	edge  uint64 // the course's last id, read after subscribing
 	reset bool
 	page  observer.Page
 }
@@ -201,16 +205,16 @@ func (c *conn) laneStart(ctx context.Context, course string) (laneStart, error) 
 	if !c.req.resume || c.req.badID || !named {
 		// From now on; an id that is not one of ours cannot be continued.
 		last, err := c.h.broker.LastID(ctx, course)
-		return laneStart{pos: last, reset: c.req.badID, page: observer.Page{LastID: last}}, err
+		return laneStart{pos: last, edge: last, reset: c.req.badID, page: observer.Page{LastID: last}}, err
 	}
 	p, err := c.h.broker.History(ctx, course, after, replayPage)
 	if err != nil {
 		return laneStart{}, err
 	}
 	if p.Reset {
-		return laneStart{pos: p.LastID, reset: true, page: observer.Page{LastID: p.LastID}}, nil
+		return laneStart{pos: p.LastID, edge: p.LastID, reset: true, page: observer.Page{LastID: p.LastID}}, nil
 	}
-	return laneStart{pos: after, page: p}, nil
+	return laneStart{pos: after, edge: max(p.LastID, after), page: p}, nil
 }
 
 // onEvent is the observer listener. It never blocks: while replaying it
@@ -226,6 +230,15 @@ func (c *conn) onEvent(l *lane, ev *observer.Event) {
 	case stateReplaying:
 		if ev.Reset || ev.ID > l.liveHead {
 			l.liveHead = ev.ID
+		}
+		if c.queuesWhileReplayingLocked() && (ev.Reset || c.req.types.Has(ev.Type)) {
+			f := l.topic.frameOf(ev)
+			if size := int64(len(f.named.sse)); c.queued.Load()+size > int64(c.h.cfg.ClientBuffer) {
+				c.overflowLocked()
+			} else {
+				c.queue = append(c.queue, f)
+				c.queued.Add(size)
+			}
 		}
 		c.mu.Unlock()
 		return
@@ -250,6 +263,18 @@ func (c *conn) onEvent(l *lane, ev *observer.Event) {
 	c.queued.Add(size)
 	c.wakeLocked()
 	c.mu.Unlock()
+}
+
+// queuesWhileReplayingLocked reports whether live events are queued while
+// the stream replays. A multi-course stream does, up to
+// Config.ClientBuffer, so that what arrives during its replay goes out in
+// the order the instance received it, across courses: each course
+// replays from history up to its edge, and everything after comes from
+// the queue. Past the bound (flagOverflow), and on a single-course stream
+// (one course has one order), history alone holds what the client has not
+// seen, up to the newest announced id. c.mu is held.
+func (c *conn) queuesWhileReplayingLocked() bool {
+	return c.req.ids == idCursor && !c.flags.has(flagOverflow)
 }
 
 // writeInlineLocked writes a live event from the publishing goroutine
@@ -353,7 +378,7 @@ func (c *conn) begin(st start) bool {
 	}
 	pages := make([]observer.Page, len(c.lanes))
 	for i, ls := range st.lanes {
-		c.lanes[i].pos, c.lanes[i].sent = ls.pos, ls.pos
+		c.lanes[i].pos, c.lanes[i].sent, c.lanes[i].edge = ls.pos, ls.pos, ls.edge
 		pages[i] = ls.page
 	}
 	for i, ls := range st.lanes {
@@ -440,7 +465,9 @@ func (c *conn) catchUp(pages []observer.Page) bool {
 		c.mu.Lock()
 		behind := false
 		for i := range c.lanes {
-			behind = behind || c.lanes[i].liveHead > c.lanes[i].pos
+			// Queued while replaying, what came after each edge is in the
+			// queue; otherwise history must reach what was announced.
+			behind = behind || !c.queuesWhileReplayingLocked() && c.lanes[i].liveHead > c.lanes[i].pos
 		}
 		if !behind {
 			c.goLiveLocked()
@@ -455,13 +482,17 @@ func (c *conn) catchUp(pages []observer.Page) bool {
 }
 
 // replay replays one course's history after l.pos, from page on, until it
-// reaches the newest id announced for the course.
+// reaches the course's edge (the queue has what came after), or, when the
+// stream does not queue while replaying, the newest id announced for it.
 func (c *conn) replay(l *lane, page observer.Page) bool {
 	stuck := 0 // history reads in a row that did not reach an announced id
 	for {
+		c.mu.Lock()
+		queues := c.queuesWhileReplayingLocked()
+		c.mu.Unlock()
 		replayed := 0
 		for _, ev := range page.Events {
-			if ev.ID <= l.pos {
+			if ev.ID <= l.pos || queues && ev.ID > l.edge {
 				continue
 			}
 			l.pos = ev.ID
@@ -490,6 +521,13 @@ func (c *conn) replay(l *lane, page observer.Page) bool {
 		}
 		c.mu.Lock()
 		head := l.liveHead
+		if c.queuesWhileReplayingLocked() {
+			head = l.edge
+			if l.pos >= head {
+				c.mu.Unlock()
+				return true
+			}
+		}
 		c.mu.Unlock()
 		if !page.More() && head <= l.pos {
 			return true
