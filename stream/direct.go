@@ -25,6 +25,8 @@ type direct struct {
 	c *conn
 	s *socket
 
+	head []byte // the writer's: a multi-course frame's chunk header and id line
+
 	// Under c.mu.
 	turn        turnFlags
 	windowTimer *time.Timer // the coalesce window's end
@@ -94,9 +96,22 @@ func (d *direct) frame(p []byte) bool { return d.result(d.s.write(chunk(p))) }
 
 func (d *direct) fixed(f *fixedFrame) bool { return d.result(d.s.write(f.chunk)) }
 
-func (d *direct) event(f *frame) bool { return d.result(d.s.write(f.chunk)) }
+func (d *direct) event(f *form, cursor []byte) bool { return d.result(d.writeEvent(f, cursor)) }
 
-func (d *direct) history(ev *observer.Event) bool { return d.result(d.s.writeHistory(ev)) }
+// writeEvent writes f's chunk, encoded once for every stream; with a
+// cursor, the stream's own chunk header and id line gathered with the
+// shared body (one writev, no copy of the body).
+func (d *direct) writeEvent(f *form, cursor []byte) error {
+	if cursor == nil {
+		return d.s.write(f.chunk)
+	}
+	d.head = appendIDChunkHead(d.head[:0], cursor, len(f.body()))
+	return d.s.writev(d.head, f.bodyChunk())
+}
+
+func (d *direct) history(ev *observer.Event, cursor []byte) bool {
+	return d.result(d.s.writeHistory(ev, d.c.req.dispatch, cursor))
+}
 
 // flush writes the replay buffer with a blocking write; live, writes are
 // already out (or pending).
@@ -142,8 +157,8 @@ func (d *direct) canInlineLocked() bool {
 }
 
 // writeInlineLocked writes f from the publishing goroutine; c.mu is held.
-func (d *direct) writeInlineLocked(f *frame) {
-	switch err := d.s.write(f.chunk); {
+func (d *direct) writeInlineLocked(f *form, cursor []byte) {
+	switch err := d.writeEvent(f, cursor); {
 	case errors.Is(err, errSlow):
 		d.c.tooSlowLocked()
 	case err != nil:

@@ -1,6 +1,14 @@
 // Package stream serves course events over Server-Sent Events (Hub, GET
-// /v1/courses/{courseId}/events) and takes events over HTTP (Publisher,
-// POST on the same path).
+// /v1/courses/{courseId}/events, and Hub.ServeCourses, GET
+// /v1/events?courses=... for several courses on one stream) and takes
+// events over HTTP (Publisher, POST on the same path).
+//
+// A stream has one lane per course (conn.go): its topic, its position and
+// its listener; a single-course stream has one. A multi-course stream's
+// id lines are its cursor (internal/cursor's form), built per frame by
+// the writer, and gathered with the event's shared body (frame.form's
+// bodyChunk) in one writev on a taken-over socket, so the body is still
+// encoded once per event per instance and never copied per stream.
 //
 // Files, one concept each: wire.go makes every SSE byte (headers, frames,
 // chunking); topic.go is the hub's per-course record, through which each

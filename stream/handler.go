@@ -85,21 +85,29 @@ func (v *viaHandler) dropWindow() { v.window = nil }
 // The request goroutine writes the whole stream: nothing changes when the
 // replay ends, nothing is written inline, nothing is held back here (the
 // ResponseWriter's buffer is flushed by every batch).
-func (v *viaHandler) goLiveLocked()            {}
-func (v *viaHandler) canInlineLocked() bool    { return false }
-func (v *viaHandler) writeInlineLocked(*frame) {}
-func (v *viaHandler) pendingLocked() int       { return 0 }
-func (v *viaHandler) releaseLocked()           {}
+func (v *viaHandler) goLiveLocked()                   {}
+func (v *viaHandler) canInlineLocked() bool           { return false }
+func (v *viaHandler) writeInlineLocked(*form, []byte) {}
+func (v *viaHandler) pendingLocked() int              { return 0 }
+func (v *viaHandler) releaseLocked()                  {}
 
 func (v *viaHandler) frame(p []byte) bool { return v.write(p) }
 
 func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.sse) }
 
-func (v *viaHandler) event(f *frame) bool { return v.write(f.sse) }
+// event writes f's frame, or the stream's own id line then f's shared
+// body.
+func (v *viaHandler) event(f *form, cursor []byte) bool {
+	if cursor == nil {
+		return v.write(f.sse)
+	}
+	v.scratch = appendID(v.scratch[:0], 0, cursor)
+	return v.write(v.scratch) && v.write(f.body())
+}
 
 // history builds a replayed event's frame in a buffer reused for each.
-func (v *viaHandler) history(ev *observer.Event) bool {
-	v.scratch = appendEventFrame(v.scratch[:0], ev)
+func (v *viaHandler) history(ev *observer.Event, cursor []byte) bool {
+	v.scratch = appendEventFrame(v.scratch[:0], ev, v.c.req.dispatch, cursor)
 	return v.write(v.scratch)
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"coursestream/observer"
 )
@@ -55,6 +56,9 @@ type socket struct {
 	wn      int
 	werr    error
 	writeFn func(fd uintptr) bool
+	// writev's, likewise: the two pieces of a gathered write.
+	iov      [2]syscall.Iovec
+	writevFn func(fd uintptr) bool
 }
 
 // sockPhase is who may write a socket; see socket.
@@ -92,7 +96,7 @@ func newSocket(nc net.Conn, limit int, writeTimeout time.Duration, wg *sync.Wait
 	}
 	_ = nc.SetDeadline(time.Time{})
 	s := &socket{nc: nc, raw: raw, limit: limit, writeTimeout: writeTimeout, wg: wg, failed: failed}
-	s.writeFn = s.rawWrite
+	s.writeFn, s.writevFn = s.rawWrite, s.rawWritev
 	return s, nil
 }
 
@@ -134,14 +138,54 @@ func (s *socket) write(p []byte) error {
 	return errClosed
 }
 
-// writeHistory writes a replayed event's chunk, built in place in the
-// replay buffer (sockReplay: no allocation), or as write does in the live
-// phases.
-func (s *socket) writeHistory(ev *observer.Event) error {
-	if !s.replaying() {
-		return s.write(appendEventChunk(nil, ev))
+// writev writes head then tail as write(head+tail) would, gathered: in
+// sockLive one writev system call, so that a shared tail (an event's body,
+// encoded once for every stream) is not copied per stream. Only what the
+// kernel does not take is copied, into pending.
+func (s *socket) writev(head, tail []byte) error {
+	if len(head) == 0 || len(tail) == 0 {
+		if err := s.write(head); err != nil {
+			return err
+		}
+		return s.write(tail)
 	}
-	s.buf = appendEventChunk(s.buf, ev)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.phase {
+	case sockReplay:
+		s.buf = append(append(s.buf, head...), tail...) // buf is the request goroutine's
+		if len(s.buf) < 64<<10 {
+			return nil
+		}
+		s.mu.Unlock()
+		defer s.mu.Lock()
+		return s.flushReplay()
+	case sockLive:
+		n, err := s.tryWritev(head, tail)
+		if err != nil {
+			return err
+		}
+		if n < len(head) {
+			return s.queueLocked(head[n:], tail)
+		}
+		if n -= len(head); n < len(tail) {
+			return s.queueLocked(tail[n:])
+		}
+		return nil
+	case sockFlushing, sockDraining:
+		return s.queueLocked(head, tail)
+	}
+	return errClosed
+}
+
+// writeHistory writes a replayed event's chunk (in the form of d, with
+// cursor as its id when not nil), built in place in the replay buffer
+// (sockReplay: no allocation), or as write does in the live phases.
+func (s *socket) writeHistory(ev *observer.Event, d dispatch, cursor []byte) error {
+	if !s.replaying() {
+		return s.write(appendEventChunk(nil, ev, d, cursor))
+	}
+	s.buf = appendEventChunk(s.buf, ev, d, cursor)
 	if len(s.buf) >= 64<<10 { // a long replay is not held all in memory
 		return s.flushReplay()
 	}
@@ -204,12 +248,19 @@ func (s *socket) closed() bool {
 	return s.phase == sockClosed
 }
 
-// queueLocked keeps p for the flusher, which it starts if none runs.
-func (s *socket) queueLocked(p []byte) error {
-	if len(s.pending)+len(p) > s.limit {
+// queueLocked keeps ps, in order, for the flusher, which it starts if
+// none runs.
+func (s *socket) queueLocked(ps ...[]byte) error {
+	n := len(s.pending)
+	for _, p := range ps {
+		n += len(p)
+	}
+	if n > s.limit {
 		return errSlow
 	}
-	s.pending = append(s.pending, p...)
+	for _, p := range ps {
+		s.pending = append(s.pending, p...)
+	}
 	if s.phase == sockLive {
 		s.phase = sockFlushing
 		s.wg.Add(1)
@@ -239,6 +290,40 @@ func (s *socket) rawWrite(fd uintptr) bool {
 	for {
 		s.wn, s.werr = syscall.Write(int(fd), s.wp)
 		if s.werr != syscall.EINTR {
+			return true // never wait for the socket: the flusher does
+		}
+	}
+}
+
+// tryWritev writes what the kernel takes of head then tail without
+// waiting, in one writev. s.mu is held; neither is empty.
+func (s *socket) tryWritev(head, tail []byte) (int, error) {
+	s.iov[0].Base, s.iov[1].Base = &head[0], &tail[0]
+	s.iov[0].SetLen(len(head))
+	s.iov[1].SetLen(len(tail))
+	err := s.raw.Write(s.writevFn)
+	n, werr := s.wn, s.werr
+	s.iov = [2]syscall.Iovec{} // keep no reference to the bytes
+	s.werr = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
+}
+
+func (s *socket) rawWritev(fd uintptr) bool {
+	for {
+		r, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(len(s.iov)))
+		s.wn, s.werr = int(r), nil
+		if errno != 0 {
+			s.wn, s.werr = 0, errno
+		}
+		if errno != syscall.EINTR {
 			return true // never wait for the socket: the flusher does
 		}
 	}

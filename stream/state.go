@@ -34,6 +34,10 @@ const (
 	// flagReleased: the request goroutine is done with the ResponseWriter
 	// (Hub.release, or a refused request): nothing may touch it any more.
 	flagReleased
+	// flagOverflow: the live events queued while a multi-course stream
+	// replays passed Config.ClientBuffer and were dropped: its replay
+	// reads them from history instead (see conn.queuesWhileReplaying).
+	flagOverflow
 )
 
 func (f connFlags) has(b connFlags) bool { return f&b != 0 }
@@ -96,6 +100,15 @@ func (c *conn) cleanLocked() { c.flags |= flagClean }
 func (c *conn) releaseLocked() {
 	c.state = stateStopped
 	c.flags |= flagReleased
+}
+
+// overflowLocked drops what a replaying stream queued: history holds it.
+// c.mu is held.
+func (c *conn) overflowLocked() {
+	c.flags |= flagOverflow
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.queued.Store(0)
 }
 
 // beatLocked marks a heartbeat as due. c.mu is held.

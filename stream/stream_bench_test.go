@@ -47,20 +47,20 @@ func BenchmarkDeliver(b *testing.B) {
 	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{course: "course-123"})
+	c := newConn(h, ctx, cancel, request{courses: []string{"course-123"}})
 	v := newViaHandler(c, &discard{h: http.Header{}})
 	c.out = v
 	c.state = stateLive
-	c.topic = new(topic)
+	c.lanes[0].topic = new(topic)
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
-			c.pos = 0
+			c.lanes[0].pos = 0
 		}
-		c.topic.last.Store(fs[i%len(fs)])
-		c.onEvent(ev)
+		c.lanes[0].topic.last.Store(fs[i%len(fs)])
+		c.onEvent(&c.lanes[0], ev)
 		<-v.notify
 		if !c.deliver() {
 			b.Fatal("stream ended")
@@ -94,9 +94,9 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	go func() { _, _ = io.Copy(io.Discard, client) }()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{course: "course-123"})
-	c.topic = new(topic) // as register sets it: a course wide enough that the worker writes
-	c.topic.streams.Store(inlineFanout + 1)
+	c := newConn(h, ctx, cancel, request{courses: []string{"course-123"}})
+	c.lanes[0].topic = new(topic) // as register sets it: a course wide enough that the worker writes
+	c.lanes[0].topic.streams.Store(inlineFanout + 1)
 	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
 	if err != nil {
 		b.Fatal(err)
@@ -111,10 +111,10 @@ func BenchmarkDeliverDirect(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		ev := evs[i%len(evs)]
 		if ev.ID == 1 {
-			c.pos = 0
+			c.lanes[0].pos = 0
 		}
-		c.topic.last.Store(fs[i%len(fs)])
-		c.onEvent(ev)
+		c.lanes[0].topic.last.Store(fs[i%len(fs)])
+		c.onEvent(&c.lanes[0], ev)
 		if next, _ := c.h.runq.Pop(); next != d {
 			b.Fatal("not scheduled")
 		}
@@ -133,5 +133,62 @@ func BenchmarkCoalesce(b *testing.B) {
 		if got := co.flush(); len(got) != 10 {
 			b.Fatalf("kept %d", len(got))
 		}
+	}
+}
+
+// BenchmarkDeliverDirectMulti is BenchmarkDeliverDirect for a stream of 8
+// courses (the event's is the fourth): the id line is the stream's cursor,
+// built per delivery, and the event's shared body is gathered after it in
+// one writev. It must not allocate.
+func BenchmarkDeliverDirectMulti(b *testing.B) {
+	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.Close()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	courses := []string{"course-100", "course-101", "course-102", "course-123", "course-104", "course-105", "course-106", "course-107"}
+	c := newConn(h, ctx, cancel, request{courses: courses, ids: idCursor})
+	for i := range c.lanes {
+		c.lanes[i].topic = new(topic)
+		c.lanes[i].topic.streams.Store(inlineFanout + 1)
+		c.lanes[i].sent = uint64(1000 * i)
+	}
+	l := &c.lanes[3]
+	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &direct{c: c, s: s}
+	c.out = d
+	c.mu.Lock()
+	c.goLiveLocked()
+	c.mu.Unlock()
+	evs, fs := benchEvents(b, 4096)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ev := evs[i%len(evs)]
+		if ev.ID == 1 {
+			l.pos = 0
+		}
+		l.topic.last.Store(fs[i%len(fs)])
+		c.onEvent(l, ev)
+		if next, _ := c.h.runq.Pop(); next != d {
+			b.Fatal("not scheduled")
+		}
+		d.runTurn()
 	}
 }

@@ -19,9 +19,9 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	connections    *prometheus.GaugeVec   // transport: sse, longpoll
+	connections    *prometheus.GaugeVec   // transport: sse, sse-multi, longpoll
 	received       prometheus.Counter     // events entering this instance's fan-out
-	delivered      *prometheus.CounterVec // transport: sse, poll
+	delivered      *prometheus.CounterVec // transport: sse, sse-multi, poll
 	dropped        prometheus.Counter
 	malformed      *prometheus.CounterVec // kind
 	replayed       prometheus.Counter
@@ -36,6 +36,8 @@ type metrics struct {
 	// Children resolved once: the hot paths skip the label lookup.
 	sseConns, longPolls     prometheus.Gauge
 	sseDelivered, pollDeliv prometheus.Counter
+	multiConns              prometheus.Gauge   // transport="sse-multi"
+	multiDelivered          prometheus.Counter // transport="sse-multi"
 }
 
 var (
@@ -89,6 +91,8 @@ func newMetrics() *metrics {
 	// Series that exist before their first event, so dashboards see zeros.
 	m.sseConns, m.longPolls = m.connections.WithLabelValues("sse"), m.connections.WithLabelValues("longpoll")
 	m.sseDelivered, m.pollDeliv = m.delivered.WithLabelValues("sse"), m.delivered.WithLabelValues("poll")
+	m.multiConns = m.connections.WithLabelValues(string(stream.TransportSSEMulti))
+	m.multiDelivered = m.delivered.WithLabelValues(string(stream.TransportSSEMulti))
 	for _, kind := range observer.MalformedKinds {
 		m.malformed.WithLabelValues(kind)
 	}
@@ -110,14 +114,26 @@ func (m *metrics) Recovered(n int)           { m.recovered.Add(float64(n)) }
 
 // stream.Metrics
 
-func (m *metrics) StreamOpened() { m.sseConns.Inc() }
-func (m *metrics) StreamClosed(reason string) {
-	m.sseConns.Dec()
+func (m *metrics) StreamOpened(t stream.Transport) { m.streamConns(t).Inc() }
+func (m *metrics) StreamClosed(t stream.Transport, reason string) {
+	m.streamConns(t).Dec()
 	m.closed.WithLabelValues(reason).Inc()
 }
-func (m *metrics) Delivered(lag time.Duration) {
-	m.sseDelivered.Inc()
+func (m *metrics) Delivered(t stream.Transport, lag time.Duration) {
+	if t == stream.TransportSSEMulti {
+		m.multiDelivered.Inc()
+	} else {
+		m.sseDelivered.Inc()
+	}
 	m.deliveryLag.Observe(lag.Seconds())
+}
+
+// streamConns is the open-streams gauge of t.
+func (m *metrics) streamConns(t stream.Transport) prometheus.Gauge {
+	if t == stream.TransportSSEMulti {
+		return m.multiConns
+	}
+	return m.sseConns
 }
 func (m *metrics) Replayed(n int) { m.replayed.Add(float64(n)) }
 func (m *metrics) ResetSent()     { m.resets.Inc() }

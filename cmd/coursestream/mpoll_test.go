@@ -45,21 +45,6 @@ func (m multiPoll) events() string {
 // keepAlive publishes many events quickly.
 var keepAlive = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 
-func publishN(t *testing.T, s *server, course, typ string, n int) {
-	t.Helper()
-	for range n {
-		resp, err := keepAlive.Post(s.url("/v1/courses/"+course+"/events"), "application/json",
-			strings.NewReader(`{"type":"`+typ+`","data":{"n":1}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("publish to %s: %d", course, resp.StatusCode)
-		}
-	}
-}
-
 // pollCourses GETs /v1/poll?query and decodes a 200.
 func pollCourses(t *testing.T, s *server, query string, header ...string) (int, http.Header, multiPoll) {
 	t.Helper()
@@ -91,8 +76,8 @@ func TestMultiPollEndToEnd(t *testing.T) {
 }
 
 func multiPollScenario(t *testing.T, s *server) {
-	publishN(t, s, "mp-a", "upload-progress", 2)
-	publishN(t, s, "mp-b", "upload-complete", 1)
+	publishN(t, s, "mp-a", "upload-progress", `{"n":1}`, 2)
+	publishN(t, s, "mp-b", "upload-complete", `{"n":1}`, 1)
 
 	// Pages: grouped by course in the order of courses=.
 	code, h, m := pollCourses(t, s, "courses=mp-b,mp-a,mp-c")
@@ -119,7 +104,7 @@ func multiPollScenario(t *testing.T, s *server) {
 	}
 
 	// types filters; the cursor (and the tag) still moves.
-	publishN(t, s, "mp-a", "upload-complete", 1)
+	publishN(t, s, "mp-a", "upload-complete", `{"n":1}`, 1)
 	code, h, m = pollCourses(t, s, "courses=mp-b,mp-a,mp-c&types=upload-complete")
 	if code != 200 || m.events() != "mp-b:1 mp-a:3" || m.Cursor != "mp-b:1,mp-a:3,mp-c:0" {
 		t.Fatalf("types: %d %+v", code, m)
@@ -129,8 +114,8 @@ func multiPollScenario(t *testing.T, s *server) {
 	}
 
 	// The 500 cap across courses, with more, and the next page after it.
-	publishN(t, s, "mp-x", "upload-progress", 300)
-	publishN(t, s, "mp-y", "upload-progress", 250)
+	publishN(t, s, "mp-x", "upload-progress", `{"n":1}`, 300)
+	publishN(t, s, "mp-y", "upload-progress", `{"n":1}`, 250)
 	code, _, m = pollCourses(t, s, "courses=mp-x,mp-y,mp-a")
 	if code != 200 || len(m.Events) != 500 || !m.More || m.Cursor != "mp-x:300,mp-y:200,mp-a:0" {
 		t.Fatalf("capped: %d, %d events, more %v, cursor %s", code, len(m.Events), m.More, m.Cursor)
@@ -160,7 +145,7 @@ func multiPollScenario(t *testing.T, s *server) {
 		done <- m
 	}()
 	waitMetric(t, s, `coursestream_connections{transport="longpoll"} 1`)
-	publishN(t, s, "mp-c", "upload-complete", 1)
+	publishN(t, s, "mp-c", "upload-complete", `{"n":1}`, 1)
 	select {
 	case m := <-done:
 		if m.events() != "mp-c:1" || m.Cursor != "mp-a:3,mp-b:1,mp-c:1" {
@@ -226,7 +211,7 @@ func TestMultiPollAuthorization(t *testing.T) {
 func TestMultiPollLongPollBoundAndShutdown(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "--max-longpolls", "1")
-	publishN(t, s, "mp-a", "upload-progress", 1)
+	publishN(t, s, "mp-a", "upload-progress", `{"n":1}`, 1)
 	held := make(chan int, 1)
 	go func() {
 		resp, err := noKeepAlive.Get(s.url("/v1/poll?courses=mp-a,mp-b&cursor=mp-a:1&wait=30s"))

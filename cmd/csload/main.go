@@ -50,6 +50,7 @@ type config struct {
 	Server      string
 	Clients     int
 	Courses     int
+	PerStream   int // courses per SSE stream: above 1, GET /v1/events?courses=
 	Ramp        int // connections per second
 	Events      int
 	Rate        float64 // events per second, all courses together
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&c.Reconnect, "reconnect", false, "clients come back with Last-Event-ID when their stream ends (to the next --server)")
 	fs.IntVar(&c.Clients, "clients", 1000, "SSE clients (sse) or pollers (poll)")
 	fs.IntVar(&c.Courses, "courses", 1, "courses the clients spread over")
+	fs.IntVar(&c.PerStream, "courses-per-stream", 1, "sse: courses per stream (above 1, one multi-course stream /v1/events?courses= per client)")
 	fs.IntVar(&c.Ramp, "ramp", 2000, "new connections per second")
 	fs.IntVar(&c.Events, "events", 100, "events to publish")
 	fs.Float64Var(&c.Rate, "rate", 100, "events per second (all courses)")
@@ -175,9 +177,14 @@ func (c *config) check() error {
 			return fmt.Errorf("--server %s is not loopback; pass --allow-remote to load another machine", u)
 		}
 	}
+	if c.PerStream == 0 {
+		c.PerStream = 1
+	}
 	switch {
 	case c.Clients < 1 || c.Courses < 1 || c.Courses > c.Clients:
 		return errors.New("want --clients >= --courses >= 1")
+	case c.PerStream < 1 || c.PerStream > c.Courses || c.PerStream > 64:
+		return errors.New("want 1 <= --courses-per-stream <= --courses (and at most 64)")
 	case c.Ramp < 1 || c.Rate <= 0 || c.Events < 0 || c.Concurrency < 1:
 		return errors.New("want --ramp, --rate, --publishers positive and --events >= 0")
 	case c.Publish != "http" && c.Publish != "fcall":
