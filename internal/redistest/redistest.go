@@ -68,9 +68,10 @@ type Server struct {
 	Port int
 	Dir  string // its working directory (AOF, cluster config)
 
-	tb   testing.TB
-	bin  string
-	args []string
+	tb    testing.TB
+	bin   string
+	args  []string
+	ready string // the log line that says it accepts connections ("" : a server's)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -136,11 +137,15 @@ func (s *Server) launch() error {
 		close(exited)
 	}()
 	ready := make(chan struct{})
+	want := s.ready
+	if want == "" {
+		want = "Ready to accept connections"
+	}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		signalled := false
 		for sc.Scan() {
-			if !signalled && strings.Contains(sc.Text(), "Ready to accept connections") {
+			if !signalled && strings.Contains(sc.Text(), want) {
 				close(ready)
 				signalled = true
 			}
