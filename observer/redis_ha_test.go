@@ -1,0 +1,171 @@
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"coursestream/internal/redistest"
+)
+
+// TestRedisSilentPubSub: a pub/sub connection that stays open but stops
+// delivering (a proxy drops what Redis sends it) turns Ready into an error
+// within 10 s, is built anew, and the events published meanwhile still
+// reach the listener, once each, in order.
+func TestRedisSilentPubSub(t *testing.T) {
+	s := startRedis(t, redistest.Options{})
+	p := redistest.StartProxy(t, s.Addr)
+	m := newTestMetrics()
+	r := runRedis(t, RedisConfig{URL: p.URL(), Metrics: m})
+	rc := subscribe(t, r, "silent")
+	direct := s.Client()
+	publishDirect := func(n int) {
+		for range n {
+			if _, err := PublishFCALL(context.Background(), direct, Message{CourseID: "silent", Type: "t", Data: json.RawMessage(`1`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publishDirect(5)
+	rc.waitFor(t, "the first events", upTo(5))
+	if m.get(func(m *testMetrics) int { return m.canaries }) == 0 {
+		t.Fatal("no canary round trip observed while the connection delivered")
+	}
+
+	if n := p.SilencePubSub(); n != 1 {
+		t.Fatalf("silenced %d pub/sub connections, want 1", n)
+	}
+	silenced := time.Now()
+	publishDirect(5) // into the silence
+	var readyErr error
+	for readyErr == nil {
+		readyErr = r.Ready(context.Background())
+		if time.Since(silenced) > 10*time.Second {
+			t.Fatal("Ready still passes 10 s after the pub/sub connection went silent")
+		}
+		time.Sleep(50 * time.Millisecond) // readiness has no event to wait on
+	}
+	if !errors.Is(readyErr, ErrUnavailable) {
+		t.Fatalf("Ready: %v, want ErrUnavailable", readyErr)
+	}
+	t.Logf("not ready %s after the silence: %v", time.Since(silenced).Round(time.Millisecond), readyErr)
+	evs := rc.waitFor(t, "the events published into the silence", upTo(10))
+	checkOrder(t, evs, 1)
+	for _, ev := range evs {
+		if ev.Reset {
+			t.Fatalf("a reset where nothing was lost: %s", describe(evs))
+		}
+	}
+	waitReady(t, r)
+	publishDirect(1)
+	checkOrder(t, rc.waitFor(t, "an event on the new connection", upTo(11)), 1)
+}
+
+// TestRedisWaitReplicasShort: with WaitReplicas above the replicas there
+// are, Publish fails with ErrNotReplicated (and ErrUnavailable) after the
+// wait, not before and not much later.
+func TestRedisWaitReplicasShort(t *testing.T) {
+	s := startRedis(t, redistest.Options{})
+	r := runRedis(t, RedisConfig{URL: s.URL(), WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	began := time.Now()
+	_, err := r.Publish(context.Background(), Message{CourseID: "w", Type: "t", Data: json.RawMessage(`1`)})
+	took := time.Since(began)
+	if !errors.Is(err, ErrNotReplicated) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Publish with no replica: %v, want ErrNotReplicated and ErrUnavailable", err)
+	}
+	if took < 300*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("Publish failed after %s, want the 300ms wait", took)
+	}
+}
+
+// TestRedisSentinelFailover: a broker on a Sentinel master, publishing with
+// WaitReplicas 1 while the master is killed: it follows the failover
+// (publishes succeed on the new master once the old one is back as its
+// replica, the listener goes on), the
+// listener sees each event once in order (or a reset), and every
+// acknowledged publish is in the new master's history.
+func TestRedisSentinelFailover(t *testing.T) {
+	st := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	r := runRedis(t, RedisConfig{Sentinel: SentinelConfig{Addrs: st.Addrs(), Master: redistest.MasterName}, WaitReplicas: 1})
+	const course = "failover"
+	rc := subscribe(t, r, course)
+
+	var mu sync.Mutex
+	acked := map[uint64]string{}
+	failed := 0
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			data := fmt.Sprintf(`{"n":%d}`, i)
+			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			ev, err := r.Publish(pctx, Message{CourseID: course, Type: "t", Data: json.RawMessage(data)})
+			cancel()
+			mu.Lock()
+			if err == nil {
+				acked[ev.ID] = data
+			} else {
+				failed++
+			}
+			mu.Unlock()
+			if err != nil {
+				time.Sleep(20 * time.Millisecond) // a client's pause between retries
+			}
+		}
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	waitCount := func(n int) {
+		deadline := time.Now().Add(30 * time.Second)
+		for count() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d publishes acknowledged, want %d", count(), n)
+			}
+			time.Sleep(10 * time.Millisecond) // counting publishes: polled
+		}
+	}
+	waitCount(20)
+	old := st.Master.Addr
+	began := time.Now()
+	st.Master.Kill()
+	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := st.WaitFailover(wctx, old); err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Since(began)
+	// The new master has no replica until the old one comes back (the
+	// sentinels make it a replica of the new master): till then WAIT 1
+	// fails and so does every publish.
+	st.Master.Restart()
+	before := count()
+	waitCount(before + 20) // publishing works on the new master
+	stop()
+	wg.Wait()
+	t.Logf("failover in %s; %d publishes acknowledged, %d failed", promoted.Round(time.Millisecond), count(), failed)
+
+	last, err := r.LastID(context.Background(), course)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := rc.waitFor(t, "the last event", upTo(last))
+	checkOrder(t, evs, 1)
+	page, err := r.History(context.Background(), course, 0, MaxPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[uint64]string{}
+	for _, ev := range page.Events {
+		kept[ev.ID] = string(ev.Data)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, data := range acked {
+		if kept[id] != data {
+			t.Errorf("acknowledged event %d (%s) is %q on the new master", id, data, kept[id])
+		}
+	}
+}
