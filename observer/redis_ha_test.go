@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"coursestream/internal/redistest"
 )
 
@@ -168,4 +170,59 @@ func TestRedisSentinelFailover(t *testing.T) {
 			t.Errorf("acknowledged event %d (%s) is %q on the new master", id, data, kept[id])
 		}
 	}
+}
+
+// TestRedisIDReusedAfterLoss: Redis lost the last events this instance
+// delivered (a failover to a replica that lacked them) and other events
+// were published under their ids before the instance noticed. On its
+// reconnect the broker sees that the id it delivered last names another
+// event now: listeners get a reset, the sequence continues above every id
+// delivered, and no new event reuses one.
+func TestRedisIDReusedAfterLoss(t *testing.T) {
+	s := startRedis(t, redistest.Options{})
+	r := runRedis(t, RedisConfig{URL: s.URL()})
+	const course = "reused"
+	rc := subscribe(t, r, course)
+	for range 3 {
+		pub(t, r, course)
+	}
+	rc.waitFor(t, "three events", upTo(3))
+
+	// The loss: the new master has only event 1 ...
+	ctx := context.Background()
+	rdb := s.Client()
+	first, err := rdb.XRangeN(ctx, HistoryKey(course), "1-0", "1-0", 1).Result()
+	if err != nil || len(first) != 1 {
+		t.Fatalf("reading event 1: %v %v", first, err)
+	}
+	if err := rdb.Del(ctx, HistoryKey(course)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: HistoryKey(course), ID: "1-0", Values: first[0].Values}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, SeqKey(course), 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// ... and ids 2 and 3 go to other events (later by a few ms).
+	time.Sleep(5 * time.Millisecond) // the new events' timestamps differ from the old ones
+	for range 2 {
+		if _, err := PublishFCALL(ctx, rdb, Message{CourseID: course, Type: "t", Data: json.RawMessage(`"new"`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The failover breaks the pub/sub connection.
+	if err := rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	evs := rc.waitFor(t, "a reset", func(evs []*Event) bool { return len(evs) > 3 && evs[len(evs)-1].Reset })
+	reset := evs[len(evs)-1]
+	if reset.ID < 3+lossMargin {
+		t.Fatalf("reset to %d, want above every id delivered plus the margin: %s", reset.ID, describe(evs))
+	}
+	next := pub(t, r, course)
+	if next.ID <= reset.ID {
+		t.Fatalf("the next event got id %d, at or below the reset %d", next.ID, reset.ID)
+	}
+	checkOrder(t, rc.waitFor(t, "the next event", upTo(next.ID)), 1)
 }
