@@ -19,25 +19,29 @@ const MasterName = "coursestream"
 
 // SentinelOptions configures a Sentinel setup.
 type SentinelOptions struct {
-	// Data configures the master and the replica (AOF, more arguments).
+	// Data configures the master and the replicas (AOF, more arguments).
 	Data Options
+	// Replicas is how many replicas the master has (default 1).
+	Replicas int
 	// DownAfter is the sentinels' down-after-milliseconds (default 1 s)
 	// and FailoverTimeout their failover-timeout (default 3 s): a killed
 	// master is replaced within a few seconds.
 	DownAfter, FailoverTimeout time.Duration
 }
 
-// Sentinel is a master, one replica and three sentinels (quorum 2) on
+// Sentinel is a master, its replicas and three sentinels (quorum 2) on
 // loopback, all stopped when the test ends.
 type Sentinel struct {
-	Master, Replica *Server
-	Sentinels       []*Server
-	tb              testing.TB
+	Master    *Server
+	Replica   *Server   // the first of Replicas
+	Replicas  []*Server // in sync when StartSentinel returns
+	Sentinels []*Server
+	tb        testing.TB
 }
 
-// StartSentinel starts the master, its replica and three sentinels, and
-// returns once the replica is in sync and every sentinel knows the replica
-// and the other sentinels (a failover can then happen).
+// StartSentinel starts the master, its replicas and three sentinels, and
+// returns once the replicas are in sync and every sentinel knows them and
+// the other sentinels (a failover can then happen).
 func StartSentinel(tb testing.TB, opt SentinelOptions) *Sentinel {
 	tb.Helper()
 	if opt.DownAfter <= 0 {
@@ -50,7 +54,10 @@ func StartSentinel(tb testing.TB, opt SentinelOptions) *Sentinel {
 	st.Master = Start(tb, opt.Data)
 	ropt := opt.Data
 	ropt.Args = append(append([]string(nil), opt.Data.Args...), "--replicaof", "127.0.0.1", strconv.Itoa(st.Master.Port))
-	st.Replica = Start(tb, ropt)
+	for range max(opt.Replicas, 1) {
+		st.Replicas = append(st.Replicas, Start(tb, ropt))
+	}
+	st.Replica = st.Replicas[0]
 	for range 3 {
 		st.Sentinels = append(st.Sentinels, startSentinel(tb, st.Master.Port, opt))
 	}
@@ -159,13 +166,11 @@ func role(ctx context.Context, addr string) string {
 	return s
 }
 
-// waitSettled waits until the replica is in sync and each sentinel sees
-// the replica and the two other sentinels.
+// waitSettled waits until the replicas are in sync and each sentinel sees
+// them and the two other sentinels.
 func (st *Sentinel) waitSettled(ctx context.Context) error {
-	rc := redis.NewClient(&redis.Options{Addr: st.Replica.Addr, MaxRetries: -1})
-	defer rc.Close()
 	for {
-		err := st.settled(ctx, rc)
+		err := st.settled(ctx)
 		if err == nil {
 			return nil
 		}
@@ -177,13 +182,17 @@ func (st *Sentinel) waitSettled(ctx context.Context) error {
 	}
 }
 
-func (st *Sentinel) settled(ctx context.Context, rc *redis.Client) error {
-	info, err := rc.Info(ctx, "replication").Result()
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(info, "master_link_status:up") {
-		return fmt.Errorf("replica not in sync")
+func (st *Sentinel) settled(ctx context.Context) error {
+	for _, r := range st.Replicas {
+		rc := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+		info, err := rc.Info(ctx, "replication").Result()
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "master_link_status:up") {
+			return fmt.Errorf("replica %s not in sync", r.Addr)
+		}
 	}
 	for _, s := range st.Sentinels {
 		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
@@ -195,8 +204,8 @@ func (st *Sentinel) settled(ctx context.Context, rc *redis.Client) error {
 			return err1
 		case err2 != nil:
 			return err2
-		case len(reps) < 1:
-			return fmt.Errorf("sentinel %s sees no replica", s.Addr)
+		case len(reps) < len(st.Replicas):
+			return fmt.Errorf("sentinel %s sees %d replicas", s.Addr, len(reps))
 		case len(sens) < len(st.Sentinels)-1:
 			return fmt.Errorf("sentinel %s sees %d other sentinels", s.Addr, len(sens))
 		}
