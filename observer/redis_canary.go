@@ -16,16 +16,28 @@ import (
 // canary on every connection's probe channel; its receive loop records
 // when the canary came back.
 const (
-	// canaryFresh is how long a canary that came back proves the
-	// connection delivering (Ready); after that Ready sends one itself.
-	canaryFresh = 5 * time.Second
+	// canarySlack is how much later than one Reconcile period a canary may
+	// come back and still prove the connection delivering (Ready): with
+	// DefaultReconcile, a canary is fresh for 3 s; after that Ready sends
+	// one itself.
+	canarySlack = time.Second
 	// canaryWait bounds how long Ready waits for the canary it sent.
 	canaryWait = time.Second
 	// canaryDeaf is how long a connection may go without a canary coming
-	// back before it is built anew (with DefaultReconcile, a silent
-	// connection is rebuilt within about 7 s).
+	// back before it is built anew (at least two Reconcile periods and a
+	// second: with DefaultReconcile, a silent connection is rebuilt within
+	// about 7 s).
 	canaryDeaf = 5 * time.Second
 )
+
+// canaryFresh is how long a canary that came back proves the connection
+// delivering.
+func (r *Redis) canaryFresh() time.Duration { return r.cfg.Reconcile + canarySlack }
+
+// canaryDeafAfter is how long a connection may go without a canary back.
+func (r *Redis) canaryDeafAfter() time.Duration {
+	return max(canaryDeaf, 2*r.cfg.Reconcile+canarySlack)
+}
 
 // canary is the delivery record of one pub/sub connection. Its fields are
 // atomics: the receive loop writes them, Ready and the reconcile read them.
@@ -61,11 +73,11 @@ func (c *canary) back(payload string, now time.Time) (rtt time.Duration, ok bool
 // freshSince reports whether a canary came back at or after t.
 func (c *canary) freshSince(t time.Time) bool { return c.heard.Load() >= t.UnixNano() }
 
-// deaf reports whether the connection, opened for longer than canaryDeaf,
-// has had no canary back for that long.
-func (c *canary) deaf(now time.Time) bool {
+// deaf reports whether the connection, opened for longer than after, has
+// had no canary back for that long.
+func (c *canary) deaf(now time.Time, after time.Duration) bool {
 	last := max(c.heard.Load(), c.opened.Load())
-	return last > 0 && now.Sub(time.Unix(0, last)) > canaryDeaf
+	return last > 0 && now.Sub(time.Unix(0, last)) > after
 }
 
 // sendCanaries publishes a canary on each probe channel and returns how
@@ -110,7 +122,7 @@ func (r *Redis) proveDelivery(ctx context.Context, subs []*psub) error {
 	now := time.Now()
 	var stale []*psub
 	for _, p := range subs {
-		if !p.canary.freshSince(now.Add(-canaryFresh)) {
+		if !p.canary.freshSince(now.Add(-r.canaryFresh())) {
 			stale = append(stale, p)
 		}
 	}

@@ -92,7 +92,7 @@ func sequenceOf(cmd *redis.StringCmd) (uint64, bool) {
 }
 
 // checkProbes sends a canary on each connection and marks for a rebuild
-// one that has had no canary back for canaryDeaf: it is not subscribed (a
+// one that has had no canary back for canaryDeafAfter: it is not subscribed (a
 // slot moved, or a connection go-redis does not see is dead), or it stays
 // open and delivers nothing.
 func (r *Redis) checkProbes(ctx context.Context, subs []*psub) {
@@ -106,12 +106,12 @@ func (r *Redis) checkProbes(ctx context.Context, subs []*psub) {
 	if _, err := r.sendCanaries(ctx, names); err != nil {
 		return // Redis does not answer: nothing to learn about the connections
 	}
-	now := time.Now()
+	now, deaf := time.Now(), r.canaryDeafAfter()
 	r.mu.Lock()
 	for _, p := range subs {
-		if p.canary.deaf(now) && r.subs[p.slot] == p && !p.broken {
+		if p.canary.deaf(now, deaf) && r.subs[p.slot] == p && !p.broken {
 			r.log.Info("redis: a pub/sub connection delivers nothing (no canary back); opening a new one",
-				slog.Int("slot", p.slot), slog.Duration("silent for", canaryDeaf))
+				slog.Int("slot", p.slot), slog.Duration("silent for", deaf))
 			p.broken = true
 		}
 	}

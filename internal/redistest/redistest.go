@@ -1,6 +1,8 @@
 // Package redistest runs real redis-server processes for tests: one server
 // on a free loopback port in a temporary directory, stopped and restarted on
-// the same port, or a Redis Cluster of several masters.
+// the same port, a Redis Cluster of several masters, or a master with
+// replicas watched by three Sentinels (sentinel.go); and a loopback proxy
+// that can silence the pub/sub connections through it (proxy.go).
 //
 // Start and StartCluster skip a test when redis-server is missing, except
 // under CI=true where they fail it: CI must not pass by skipping the Redis
