@@ -1,7 +1,6 @@
 package observer
 
 import (
-	"context"
 	"errors"
 
 	"github.com/redis/go-redis/v9"
@@ -47,7 +46,7 @@ func newFailoverClient(s SentinelConfig) *redis.Client {
 
 // NewSentinelClient returns a client of the master the sentinels of s
 // name, as the service's own, for publishing with PublishFCALL.
-func NewSentinelClient(_ context.Context, s SentinelConfig) (*redis.Client, error) {
+func NewSentinelClient(s SentinelConfig) (*redis.Client, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}

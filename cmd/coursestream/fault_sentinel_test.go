@@ -257,6 +257,14 @@ func sentinelFailover(t *testing.T, wait int) {
 	t.Logf("%d acknowledged publishes, %d refused (%d after the promotion; master killed at %s), %d acknowledged events lost, %d SSE resets; first refusals: %q",
 		published, pub.failed.Load(), pub.failed.Load()-failedBefore, began.Format("15:04:05.000"), lost, sse.reset, pub.errs)
 	waitReady(t, f)
+
+	// publish --redis-sentinel finds the new master too.
+	before := f.seq(courses[0])
+	code, stdout, stderr := runCLI([]string{"publish", "--redis-sentinel", strings.Join(st.Addrs(), ","), "--redis-master", redistest.MasterName,
+		"--course", courses[0], "--type", "chapter-update-complete", "--data", `{"after":"failover"}`}, nil)
+	if code != 0 || strings.TrimSpace(stdout) != strconv.FormatUint(before+1, 10) {
+		t.Fatalf("publish --redis-sentinel after the failover: exit %d, stdout %q, stderr %q; want id %d", code, stdout, stderr, before+1)
+	}
 }
 
 // TestFaultSilentPubSub: both instances reach Redis through a proxy that

@@ -99,7 +99,7 @@ func publishClient(ctx context.Context, cfg publishConfig) (redis.UniversalClien
 		if err != nil {
 			return nil, "", usageError{err}
 		}
-		rdb, err := observer.NewSentinelClient(ctx, s)
+		rdb, err := observer.NewSentinelClient(s)
 		if err != nil {
 			return nil, "", usageError{err}
 		}
