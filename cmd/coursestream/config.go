@@ -28,6 +28,8 @@ type Config struct {
 	Addr           string
 	RedisURL       string
 	RedisCluster   string
+	RedisSentinel  sentinelFlags // --redis-sentinel, --redis-master, --redis-password
+	RedisWait      int           // --redis-wait-replicas
 	History        int
 	HistoryTTL     time.Duration
 	Heartbeat      time.Duration
@@ -66,6 +68,8 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL redis://HOST:PORT/DB; empty runs the embedded broker")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "Redis Cluster seed addresses HOST:PORT,HOST:PORT (sharded pub/sub)")
+	c.RedisSentinel.register(fs)
+	fs.IntVar(&c.RedisWait, "redis-wait-replicas", 0, "answer a publish 201 only once this many replicas have the event (Redis WAIT, 1 s; else 503)")
 	fs.IntVar(&c.History, "history", observer.DefaultHistory, "events kept per course for resume and polling")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", observer.DefaultHistoryTTL, "drop a course's history after this long without an event")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", stream.DefaultHeartbeat, "send an SSE comment at least this often")
@@ -122,6 +126,13 @@ func (c *Config) validate() error {
 		return errors.New("--jwt-key and --jwt-key-file are exclusive: give one")
 	case c.RedisURL != "" && c.RedisCluster != "":
 		return errors.New("--redis-url and --redis-cluster are exclusive: give one")
+	case c.RedisWait < 0:
+		return fmt.Errorf("--redis-wait-replicas must not be negative, got %d", c.RedisWait)
+	case c.RedisWait > 0 && c.RedisURL == "" && c.RedisCluster == "" && !c.RedisSentinel.given():
+		return errors.New("--redis-wait-replicas needs Redis (--redis-url, --redis-cluster or --redis-sentinel)")
+	}
+	if err := c.RedisSentinel.validate(c.RedisURL, c.RedisCluster); err != nil {
+		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err

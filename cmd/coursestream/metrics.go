@@ -32,6 +32,7 @@ type metrics struct {
 	deliveryLag    prometheus.Histogram
 	reconnects     prometheus.Counter
 	recovered      prometheus.Counter
+	canaryRTT      prometheus.Histogram
 
 	// Children resolved once: the hot paths skip the label lookup.
 	sseConns, longPolls     prometheus.Gauge
@@ -76,6 +77,9 @@ func newMetrics() *metrics {
 		Help: "Redis pub/sub reconnections."})
 	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{Name: "coursestream_recovered_events_total",
 		Help: "Events read back from Redis history to fill gaps in pub/sub delivery."})
+	m.canaryRTT = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coursestream_redis_canary_seconds",
+		Help:    "Round trip of the readiness canary: PUBLISH through Redis to its arrival on this instance's pub/sub connection.",
+		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)})
 	// The build, as Prometheus exporters show theirs: a gauge at 1 whose
 	// labels are the facts (join on it to tell versions apart in a rollout).
 	bi := readBuildInfo()
@@ -84,7 +88,7 @@ func newMetrics() *metrics {
 		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
 	build.Set(1)
 	for _, c := range []prometheus.Collector{build, m.connections, m.received, m.delivered, m.dropped, m.malformed, m.replayed,
-		m.resets, m.closed, m.polls, m.publishLatency, m.deliveryLag, m.reconnects, m.recovered,
+		m.resets, m.closed, m.polls, m.publishLatency, m.deliveryLag, m.reconnects, m.recovered, m.canaryRTT,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -106,11 +110,12 @@ func (m *metrics) Handler() http.Handler {
 
 // observer.Metrics
 
-func (m *metrics) Received()                 { m.received.Inc() }
-func (m *metrics) Malformed(kind string)     { m.malformed.WithLabelValues(kind).Inc() }
-func (m *metrics) Published(d time.Duration) { m.publishLatency.Observe(d.Seconds()) }
-func (m *metrics) Reconnected()              { m.reconnects.Inc() }
-func (m *metrics) Recovered(n int)           { m.recovered.Add(float64(n)) }
+func (m *metrics) Received()                       { m.received.Inc() }
+func (m *metrics) Malformed(kind string)           { m.malformed.WithLabelValues(kind).Inc() }
+func (m *metrics) Published(d time.Duration)       { m.publishLatency.Observe(d.Seconds()) }
+func (m *metrics) Reconnected()                    { m.reconnects.Inc() }
+func (m *metrics) Recovered(n int)                 { m.recovered.Add(float64(n)) }
+func (m *metrics) CanaryRoundTrip(d time.Duration) { m.canaryRTT.Observe(d.Seconds()) }
 
 // stream.Metrics
 

@@ -210,7 +210,7 @@ func newLogger(w io.Writer, cfg Config) *slog.Logger {
 }
 
 func newBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
-	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
+	if cfg.RedisURL != "" || cfg.RedisCluster != "" || cfg.RedisSentinel.given() {
 		return newRedisBroker(cfg, log, m)
 	}
 	return observer.NewMemory(observer.MemoryConfig{
