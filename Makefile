@@ -8,7 +8,8 @@ GO       ?= go
 # Go's fuzzing coordinator on a loaded machine ("context deadline exceeded"
 # with no failing input). FUZZTIME overrides every count (e.g. 60s).
 FUZZ     := observer:FuzzParseEnvelope:100000 observer:FuzzNormalize:100000 stream:FuzzEventFrame:100000 poller:FuzzMatchNoneMatch:100000 \
-            poller:FuzzParse:100000 stream:FuzzParseRequest:100000 internal/auth:FuzzParse:60000 internal/cursor:FuzzParse:100000 \
+            poller:FuzzParse:100000 poller:FuzzParseCourses:100000 stream:FuzzParseRequest:100000 stream:FuzzParseCoursesRequest:100000 \
+            internal/auth:FuzzParse:60000 internal/cursor:FuzzParse:100000 \
             cmd/coursestream:FuzzEndpoints:15000
 
 # The version a build reports (coursestream --version, /metrics, the

@@ -19,6 +19,9 @@ type Metrics interface {
 	// Recovered counts events read back from history to fill a gap in
 	// what pub/sub delivered.
 	Recovered(n int)
+	// CanaryRoundTrip observes how long a Redis readiness canary took from
+	// PUBLISH to coming back over this instance's pub/sub connection.
+	CanaryRoundTrip(d time.Duration)
 }
 
 // MalformedKinds are the kinds of garbage Metrics.Malformed counts: not
@@ -31,8 +34,9 @@ var MalformedKinds = []string{"json", "fields", "course", "id", "channel", "hist
 // NopMetrics discards everything.
 type NopMetrics struct{}
 
-func (NopMetrics) Received()               {}
-func (NopMetrics) Malformed(string)        {}
-func (NopMetrics) Published(time.Duration) {}
-func (NopMetrics) Reconnected()            {}
-func (NopMetrics) Recovered(int)           {}
+func (NopMetrics) Received()                     {}
+func (NopMetrics) Malformed(string)              {}
+func (NopMetrics) Published(time.Duration)       {}
+func (NopMetrics) Reconnected()                  {}
+func (NopMetrics) Recovered(int)                 {}
+func (NopMetrics) CanaryRoundTrip(time.Duration) {}

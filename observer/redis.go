@@ -38,6 +38,17 @@ type RedisConfig struct {
 	// Cluster lists seed addresses HOST:PORT of a Redis Cluster (sharded
 	// pub/sub, one connection per hash slot in use). Exclusive with URL.
 	Cluster []string
+	// Sentinel names a master watched by Redis Sentinels (classic
+	// pub/sub; the broker follows failovers). Exclusive with URL and
+	// Cluster.
+	Sentinel SentinelConfig
+
+	// WaitReplicas, when above 0, makes Publish return only once that many
+	// replicas have the event (Redis WAIT on the connection of the FCALL),
+	// and fail with ErrNotReplicated when they do not within WaitTimeout
+	// (default 1s).
+	WaitReplicas int
+	WaitTimeout  time.Duration
 
 	History       int           // events kept per course (default 1000)
 	HistoryTTL    time.Duration // history dropped after this long without an event (default 24h)
@@ -126,6 +137,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	orDefault(&cfg.SubscribeTimeout, DefaultSubscribeTimeout)
 	orDefault(&cfg.ChannelSize, DefaultChannelSize)
 	orDefault(&cfg.ChannelSendTimeout, DefaultChannelSendTimeout)
+	orDefault(&cfg.WaitTimeout, DefaultWaitTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -151,6 +163,14 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	switch {
 	case cfg.URL != "" && len(cfg.Cluster) > 0:
 		return nil, errors.New("redis: give a URL or cluster addresses, not both")
+	case cfg.Sentinel.enabled() && (cfg.URL != "" || len(cfg.Cluster) > 0):
+		return nil, errors.New("redis: give sentinels, a URL or cluster addresses, only one of them")
+	case cfg.Sentinel.enabled():
+		if err := cfg.Sentinel.check(); err != nil {
+			return nil, err
+		}
+		r.single = newFailoverClient(cfg.Sentinel)
+		r.rdb = r.single
 	case len(cfg.Cluster) > 0:
 		r.cluster = newClusterClient(cfg.Cluster)
 		r.rdb = r.cluster
@@ -162,7 +182,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		r.single = newSingleClient(opt)
 		r.rdb = r.single
 	default:
-		return nil, errors.New("redis: a URL or cluster addresses are required")
+		return nil, errors.New("redis: a URL, cluster addresses or sentinels are required")
 	}
 	return r, nil
 }
@@ -219,7 +239,10 @@ func (r *Redis) Publish(ctx context.Context, m Message) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := r.fcall(ctx, false, fnPublishEvent, []string{m.CourseID}, fcallArgs(m, data)...)
+	v, err := r.publishCall(ctx, m.CourseID, fcallArgs(m, data))
+	if errors.Is(err, ErrNotReplicated) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, mapError(err)
 	}
@@ -357,8 +380,10 @@ func (r *Redis) awaitPosition(ctx context.Context, c *rcourse) error {
 }
 
 // Ready implements Readiness: nil when Redis answers, has the function
-// library (on every master of a Cluster) and this instance's pub/sub
-// connections are subscribed (a probe published on each reaches it).
+// library (on every master of a Cluster) and each of this instance's
+// pub/sub connections is seen delivering: a canary published through
+// Redis on its probe channel came back over it within the last few
+// seconds, or does so now (redis_canary.go).
 func (r *Redis) Ready(ctx context.Context) error {
 	if !r.running.Load() {
 		return fmt.Errorf("%w: the Redis broker is not running", ErrUnavailable)
@@ -367,24 +392,12 @@ func (r *Redis) Ready(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
-	probes := make([]string, 0, len(r.subs))
-	for _, p := range r.subs {
-		probes = append(probes, p.probe)
-	}
+	subs := slices.Collect(maps.Values(r.subs))
 	r.mu.Unlock()
-	if len(probes) == 0 && r.cluster == nil {
+	if len(subs) == 0 && r.cluster == nil {
 		return fmt.Errorf("%w: the pub/sub connection is not open yet", ErrUnavailable)
 	}
-	n, err := r.probe(ctx, probes)
-	if err != nil {
-		return mapError(err)
-	}
-	for i, got := range n {
-		if got < 1 {
-			return fmt.Errorf("%w: the pub/sub connection is not subscribed (%s)", ErrUnavailable, probes[i])
-		}
-	}
-	return nil
+	return r.proveDelivery(ctx, subs)
 }
 
 // courseList returns the courses this instance follows, to go through

@@ -25,13 +25,12 @@ type psub struct {
 	ps    *redis.PubSub
 
 	// Under Redis.mu.
-	channels  map[string]*rcourse
-	unsub     map[string]int // UNSUBSCRIBEs sent and not yet confirmed
-	broken    bool           // the slot moved away, or the probe reaches nobody: rebuild
-	misses    int            // probes in a row that reached nobody
-	missSince time.Time      // since when
+	channels map[string]*rcourse
+	unsub    map[string]int // UNSUBSCRIBEs sent and not yet confirmed
+	broken   bool           // the slot moved away, or no canary comes back: rebuild
 
-	probeSeen bool // receive loop only: the probe was confirmed once
+	canary    canary // when the connection last proved delivering (redis_canary.go)
+	probeSeen bool   // receive loop only: the probe was confirmed once
 }
 
 // newSlotSub returns the connection of a Cluster hash slot for channels,
@@ -266,6 +265,7 @@ func (r *Redis) open(ctx context.Context, wg *sync.WaitGroup, p *psub) {
 	} else {
 		p.ps = r.rdb.Subscribe(cctx, p.probe)
 	}
+	p.canary.start(time.Now())
 	ch := p.ps.ChannelWithSubscriptions(
 		redis.WithChannelSize(r.cfg.ChannelSize),
 		redis.WithChannelSendTimeout(r.cfg.ChannelSendTimeout),

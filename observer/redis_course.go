@@ -75,6 +75,7 @@ type rcourse struct {
 	state courseState
 	flags courseFlags
 	last  uint64   // id of the last event delivered (or the baseline)
+	stamp int64    // timestamp of the event last names; 0: last is a baseline or a reset
 	high  uint64   // the highest id ever delivered or seen as baseline; survives resets
 	held  []*Event // live events that arrived while filling or stalled
 }
@@ -146,21 +147,21 @@ func (c *rcourse) startFill(r *Redis) {
 // beginRound starts one round of a fill: it clears the reasons to run
 // again and returns where the course stands, and how many events were
 // held before the read. ok is false when the course is dead: the fill ends.
-func (c *rcourse) beginRound() (known bool, after uint64, pre int, ok bool) {
+func (c *rcourse) beginRound() (known bool, after uint64, stamp int64, pre int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state == stateDead {
 		c.held = nil
-		return false, 0, 0, false
+		return false, 0, 0, 0, false
 	}
 	c.flags.clear(flagRefill | flagOverflow)
-	return c.flags.has(flagKnown), c.last, len(c.held), true
+	return c.flags.has(flagKnown), c.last, c.stamp, len(c.held), true
 }
 
 // setBaseline records the course's position, read by its first fill, and
 // lets Subscribe return. c.mu is held.
 func (c *rcourse) setBaseline(seq uint64) {
-	c.last, c.high = seq, max(c.high, seq)
+	c.last, c.high, c.stamp = seq, max(c.high, seq), 0
 	if !c.flags.has(flagKnown) {
 		c.flags.set(flagKnown)
 		close(c.ready)
@@ -170,7 +171,7 @@ func (c *rcourse) setBaseline(seq uint64) {
 // deliver hands ev (the next event, or a Reset notice) to the listeners.
 // c.mu is held.
 func (c *rcourse) deliver(r *Redis, ev *Event) {
-	c.last, c.high = ev.ID, max(c.high, ev.ID)
+	c.last, c.high, c.stamp = ev.ID, max(c.high, ev.ID), ev.Timestamp
 	r.obs.Emit(ev)
 }
 

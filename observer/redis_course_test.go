@@ -52,7 +52,7 @@ func TestRedisCourseTransitions(t *testing.T) {
 	c.live(r, ev(6))
 	c.confirm(r)
 	queued(0)
-	known, _, pre, ok := c.beginRound()
+	known, _, _, pre, ok := c.beginRound()
 	if known || pre != 1 || !ok || c.flags.has(flagRefill) {
 		t.Fatalf("first round: known %v, held %d, ok %v, flags %b", known, pre, ok, c.flags)
 	}
@@ -96,7 +96,7 @@ func TestRedisCourseTransitions(t *testing.T) {
 	if !c.flags.has(flagOverflow) || len(c.held) != maxHeld {
 		t.Fatalf("held %d events, flags %b", len(c.held), c.flags)
 	}
-	if _, _, _, ok := c.beginRound(); !ok || c.flags.has(flagRefill|flagOverflow) {
+	if _, _, _, _, ok := c.beginRound(); !ok || c.flags.has(flagRefill|flagOverflow) {
 		t.Fatalf("a round kept the flags %b", c.flags)
 	}
 	c.held = nil
@@ -130,7 +130,7 @@ func TestRedisCourseTransitions(t *testing.T) {
 	c.live(r, ev(9))
 	c.confirm(r)
 	c.stall()
-	if _, _, _, ok := c.beginRound(); ok {
+	if _, _, _, _, ok := c.beginRound(); ok {
 		t.Fatal("a dead course's fill went on")
 	}
 	state(stateDead)

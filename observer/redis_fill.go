@@ -54,15 +54,23 @@ func (r *Redis) fill(ctx context.Context, c *rcourse) {
 // fillRound reads once and delivers; done reports that the course is live
 // again (or dead).
 func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error) {
-	known, after, pre, ok := c.beginRound()
+	known, after, stamp, pre, ok := c.beginRound()
 	if !ok {
 		return true, nil
 	}
 	var seq uint64
 	var page Page
+	reused := false
 	if known {
-		page, err = r.History(ctx, c.id, after, MaxPage)
+		from := after
+		if stamp != 0 {
+			from = after - 1 // read the last event delivered too, to check it is still the same
+		}
+		page, err = r.History(ctx, c.id, from, MaxPage)
 		seq = page.LastID
+		if err == nil && from < after {
+			page, reused = verifyLast(page, after, stamp)
+		}
 	} else {
 		seq, err = r.LastID(ctx, c.id)
 	}
@@ -80,7 +88,7 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 	if !known {
 		c.setBaseline(seq)
 	} else {
-		reset = r.deliverPage(ctx, c, page)
+		reset = r.deliverPage(ctx, c, page, reused)
 		if page.More() {
 			return false, nil
 		}
@@ -91,10 +99,31 @@ func (r *Redis) fillRound(ctx context.Context, c *rcourse) (done bool, err error
 	return c.fillDone(), nil
 }
 
+// verifyLast checks a page read from the id before after: the event after
+// (the last one delivered, of timestamp stamp) must still be there, the
+// same. It returns the page from after on; or a reset when Redis no
+// longer has it (the sequence went back: a failover to a replica that
+// lacked it, or a restart without persistence), and reports reused when
+// its id now names another event (published on the new master before this
+// instance saw the loss). The page may be shared: it is not modified.
+func verifyLast(page Page, after uint64, stamp int64) (Page, bool) {
+	switch {
+	case page.LastID < after:
+		return Page{LastID: page.LastID, Reset: true}, false
+	case len(page.Events) == 0 || page.Events[0].ID != after:
+		return page, false // a reset (trimmed) already
+	case page.Events[0].Timestamp != stamp:
+		return Page{LastID: page.LastID, Reset: true}, true
+	}
+	page.Events = page.Events[1:]
+	return page, false
+}
+
 // deliverPage delivers the events of a history page above the last one
 // delivered and, when the page is a reset, the Reset notice; it reports a
-// reset. c.mu is held.
-func (r *Redis) deliverPage(ctx context.Context, c *rcourse, page Page) (reset bool) {
+// reset. reused says that ids already delivered now name other events: the
+// sequence is raised above them even if it is not behind. c.mu is held.
+func (r *Redis) deliverPage(ctx context.Context, c *rcourse, page Page, reused bool) (reset bool) {
 	n := 0
 	for _, ev := range page.Events {
 		if ev.ID > c.last {
@@ -109,11 +138,16 @@ func (r *Redis) deliverPage(ctx context.Context, c *rcourse, page Page) (reset b
 		return false
 	}
 	to := page.LastID
-	if to < c.high {
-		// The sequence went backwards: Redis lost its data. Continue
-		// above every id ever delivered, so that no client can take a new
-		// event for one it already has.
-		if floor, err := r.raiseSequence(ctx, c.id, c.high); err == nil {
+	if to < c.high || (reused && to == c.high) {
+		// The sequence went backwards (Redis lost its data), or came back
+		// to where it was with other events. Continue above every id ever
+		// delivered, so that no client can take a new event for one it
+		// already has.
+		threshold := c.high
+		if reused {
+			threshold++
+		}
+		if floor, err := r.raiseSequence(ctx, c.id, threshold); err == nil {
 			to = max(to, floor)
 		}
 	}

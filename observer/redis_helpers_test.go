@@ -56,15 +56,17 @@ type testMetrics struct {
 	published   int
 	reconnected int
 	recovered   int
+	canaries    int
 }
 
 func newTestMetrics() *testMetrics { return &testMetrics{malformed: map[string]int{}} }
 
-func (m *testMetrics) Received()                 { m.mu.Lock(); m.received++; m.mu.Unlock() }
-func (m *testMetrics) Malformed(kind string)     { m.mu.Lock(); m.malformed[kind]++; m.mu.Unlock() }
-func (m *testMetrics) Published(d time.Duration) { m.mu.Lock(); m.published++; m.mu.Unlock() }
-func (m *testMetrics) Reconnected()              { m.mu.Lock(); m.reconnected++; m.mu.Unlock() }
-func (m *testMetrics) Recovered(n int)           { m.mu.Lock(); m.recovered += n; m.mu.Unlock() }
+func (m *testMetrics) Received()                     { m.mu.Lock(); m.received++; m.mu.Unlock() }
+func (m *testMetrics) Malformed(kind string)         { m.mu.Lock(); m.malformed[kind]++; m.mu.Unlock() }
+func (m *testMetrics) Published(d time.Duration)     { m.mu.Lock(); m.published++; m.mu.Unlock() }
+func (m *testMetrics) Reconnected()                  { m.mu.Lock(); m.reconnected++; m.mu.Unlock() }
+func (m *testMetrics) Recovered(n int)               { m.mu.Lock(); m.recovered += n; m.mu.Unlock() }
+func (m *testMetrics) CanaryRoundTrip(time.Duration) { m.mu.Lock(); m.canaries++; m.mu.Unlock() }
 
 func (m *testMetrics) get(f func(*testMetrics) int) int {
 	m.mu.Lock()

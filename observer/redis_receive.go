@@ -113,6 +113,7 @@ func (r *Redis) courseOn(p *psub, ch string) *rcourse {
 // per kind and dropped; an event goes to its course (rcourse.live).
 func (r *Redis) onMessage(p *psub, m *redis.Message) {
 	if m.Channel == p.probe {
+		r.onCanary(p, m.Payload)
 		return
 	}
 	id, ok := courseOfChannel(m.Channel)

@@ -11,10 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// probeMisses is how many probes in a row reach nobody before a
-// connection is rebuilt.
-const probeMisses = 3
-
 // reconcileLoop runs reconcile every Reconcile until ctx ends.
 func (r *Redis) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Reconcile)
@@ -95,10 +91,10 @@ func sequenceOf(cmd *redis.StringCmd) (uint64, bool) {
 	return replyUint(s)
 }
 
-// checkProbes publishes on the probe channel of each connection and marks
-// for a rebuild one whose probe has reached nobody for a while: Redis
-// answers but the connection is not subscribed (a slot moved, or a
-// connection go-redis does not see is dead).
+// checkProbes sends a canary on each connection and marks for a rebuild
+// one that has had no canary back for canaryDeafAfter: it is not subscribed (a
+// slot moved, or a connection go-redis does not see is dead), or it stays
+// open and delivers nothing.
 func (r *Redis) checkProbes(ctx context.Context, subs []*psub) {
 	if len(subs) == 0 {
 		return
@@ -107,63 +103,18 @@ func (r *Redis) checkProbes(ctx context.Context, subs []*psub) {
 	for i, p := range subs {
 		names[i] = p.probe
 	}
-	n, err := r.probe(ctx, names)
-	if err != nil {
-		return
+	if _, err := r.sendCanaries(ctx, names); err != nil {
+		return // Redis does not answer: nothing to learn about the connections
 	}
-	// go-redis reconnects by itself within seconds; rebuild only a
-	// connection that stays deaf longer than that.
-	deaf := min(5*time.Second, 10*r.cfg.Reconcile)
-	now := time.Now()
+	now, deaf := time.Now(), r.canaryDeafAfter()
 	r.mu.Lock()
-	for i, p := range subs {
-		if p.probed(n[i] >= 1, now, deaf) && r.subs[p.slot] == p && !p.broken {
-			r.log.Info("redis: a pub/sub connection receives nothing; opening a new one", slog.Int("slot", p.slot))
+	for _, p := range subs {
+		if p.canary.deaf(now, deaf) && r.subs[p.slot] == p && !p.broken {
+			r.log.Info("redis: a pub/sub connection delivers nothing (no canary back); opening a new one",
+				slog.Int("slot", p.slot), slog.Duration("silent for", deaf))
 			p.broken = true
 		}
 	}
 	r.mu.Unlock()
 	r.wake()
-}
-
-// probed counts one probe of p, which reached it or not, and reports that
-// it has missed probeMisses probes in a row over at least deaf. Redis.mu
-// is held.
-func (p *psub) probed(reached bool, now time.Time, deaf time.Duration) bool {
-	if reached {
-		p.misses, p.missSince = 0, time.Time{}
-		return false
-	}
-	if p.misses == 0 {
-		p.missSince = now
-	}
-	p.misses++
-	return p.misses >= probeMisses && now.Sub(p.missSince) >= deaf
-}
-
-// probe publishes an empty message on each probe channel and returns how
-// many subscribers each reached.
-func (r *Redis) probe(ctx context.Context, channels []string) ([]int64, error) {
-	if len(channels) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.IntCmd, len(channels))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, ch := range channels {
-			if r.cluster != nil {
-				cmds[i] = p.SPublish(ctx, ch, "")
-			} else {
-				cmds[i] = p.Publish(ctx, ch, "")
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]int64, len(cmds))
-	for i, c := range cmds {
-		out[i] = c.Val()
-	}
-	return out, nil
 }

@@ -1,8 +1,12 @@
 package poller
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
+
+	"coursestream/internal/cursor"
 )
 
 // ETag returns the weak entity tag of a course at lastID:
@@ -14,6 +18,19 @@ func ETag(courseID string, lastID uint64) string {
 	b = append(b, courseID...)
 	b = append(b, ':')
 	b = strconv.AppendUint(b, lastID, 10)
+	return string(append(b, '"'))
+}
+
+// CursorETag returns the weak entity tag of a multi-course poll whose
+// answer's cursor is c: W/"<32 hex digits>", the first 128 bits of the
+// SHA-256 of the cursor text. A function of the cursor alone (so of the
+// course order too), of a fixed length however many courses there are.
+func CursorETag(c cursor.Cursor) string {
+	var text [1024]byte
+	sum := sha256.Sum256(c.Append(text[:0]))
+	b := make([]byte, 0, 3+2*16+1)
+	b = append(b, `W/"`...)
+	b = hex.AppendEncode(b, sum[:16])
 	return string(append(b, '"'))
 }
 

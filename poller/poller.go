@@ -1,28 +1,30 @@
-// Package poller serves GET /v1/courses/{courseId}/poll: the ETag polling
-// endpoint for clients that cannot keep a stream open (buffering proxies,
-// background tabs, degraded networks), with optional long-polling.
+// Package poller serves the polling endpoints, for clients that cannot
+// keep a stream open (buffering proxies, background tabs, degraded
+// networks), with optional long-polling:
 //
-// A response carries the events after ?after= and the weak ETag
-// W/"<courseId>:<lastEventId>"; a request whose If-None-Match matches the
-// current ETag gets 304 and an empty body. ?wait= holds the request until an
-// event after ?after= exists: the handler waits on a broker listener, not
-// on a timer loop. Handlers start no goroutines; Drain answers every
-// waiting long-poll at once (shutdown).
+//   - GET /v1/courses/{courseId}/poll?after=<seq>: one course; the answer
+//     carries the events after ?after= and the weak ETag
+//     W/"<courseId>:<lastEventId>".
+//   - GET /v1/poll?courses=<id>,...&cursor=<cursor>: up to 64 courses, the
+//     position in the multi-course stream's cursor form; the weak ETag is
+//     a hash of the answer's cursor (CursorETag).
+//
+// Both are one code path: a single-course poll is a cursor of one course.
+// A request whose If-None-Match matches the current ETag gets 304 and an
+// empty body. ?wait= holds the request until an event after the position
+// exists in any of its courses: the handler waits on one broker listener
+// per course, not on a timer loop. Handlers start no goroutines; Drain
+// answers every waiting long-poll at once (shutdown).
 package poller
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"coursestream/internal/httpjson"
-	"coursestream/internal/typefilter"
 	"coursestream/observer"
 )
 
@@ -97,90 +99,18 @@ func (p *Poller) LongPolls() int {
 	return p.waiting
 }
 
-// request is a parsed poll request.
-type request struct {
-	course string
-	after  uint64
-	types  typefilter.Set
-	wait   time.Duration
-}
+// ServeHTTP implements http.Handler: GET /v1/courses/{courseId}/poll.
+func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.serve(w, r, oneCourse) }
 
-func parse(r *http.Request) (request, error) {
-	req := request{course: r.PathValue("courseId")}
-	if err := observer.CheckCourseID(req.course); err != nil {
-		return req, err
-	}
-	// One pass over the query: polls are the hottest request there is,
-	// and url.ParseQuery builds a map for three parameters.
-	var typeValues []string
-	seenAfter, seenWait := false, false
-	for rest := r.URL.RawQuery; rest != ""; {
-		var kv string
-		kv, rest, _ = strings.Cut(rest, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if strings.ContainsAny(k, "%+") {
-			k, _ = url.QueryUnescape(k)
-		}
-		if k != "after" && k != "types" && k != "wait" {
-			continue
-		}
-		if strings.ContainsAny(v, "%+") {
-			var err error
-			if v, err = url.QueryUnescape(v); err != nil {
-				return req, fmt.Errorf("invalid query: %v", err)
-			}
-		}
-		switch k {
-		case "after":
-			if seenAfter {
-				continue // the first one counts, as with url.Values.Get
-			}
-			seenAfter = true
-			var err error
-			if req.after, err = observer.ParseID(v); err != nil {
-				return req, fmt.Errorf("invalid after %.32q: a decimal event id is required", v)
-			}
-		case "types":
-			typeValues = append(typeValues, v)
-		case "wait":
-			if seenWait || v == "" {
-				continue
-			}
-			seenWait = true
-			d, err := parseWait(v)
-			if err != nil {
-				return req, err
-			}
-			req.wait = d
-		}
-	}
-	var err error
-	if req.types, err = typefilter.Parse(typeValues); err != nil {
-		return req, err
-	}
-	return req, nil
-}
+// ServeCourses serves GET /v1/poll?courses=<id>,...&cursor=<cursor>: the
+// poll of several courses at once, with the multi-course stream's cursor.
+// The route authorizes every listed course before it.
+func (p *Poller) ServeCourses(w http.ResponseWriter, r *http.Request) { p.serve(w, r, manyCourses) }
 
-// parseWait accepts a Go duration ("25s", "500ms") or whole seconds ("25").
-func parseWait(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		n, nerr := strconv.ParseUint(v, 10, 32)
-		if nerr != nil {
-			d = -1
-		} else {
-			d = time.Duration(n) * time.Second
-		}
-	}
-	if d < 0 || d > MaxWait {
-		return 0, fmt.Errorf("invalid wait %.32q: a duration such as 25s, at most %s", v, MaxWait)
-	}
-	return d, nil
-}
-
-// ServeHTTP implements http.Handler.
-func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := parse(r)
+// serve is the poll of either shape.
+func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
+	var one single
+	req, err := parse(r, s, &one)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
@@ -191,29 +121,27 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	inm := r.Header.Get("If-None-Match")
 	if req.wait == 0 && inm != "" {
-		// The cheap path: a client that is up to date costs one LastID read.
-		last, err := p.broker.LastID(ctx, req.course)
+		// The cheap path: a client that is up to date costs one LastID
+		// read per course.
+		tag, err := p.currentTag(ctx, req)
 		if err != nil {
 			p.unavailable(w, r, err)
 			return
 		}
-		if last <= req.after+PageSize { // no 500 cap: lastEventId is the course's
-			tag := ETag(req.course, last)
-			if MatchNoneMatch(inm, tag) {
-				h["Etag"] = []string{tag}
-				w.WriteHeader(http.StatusNotModified)
-				p.cfg.Metrics.Polled(http.StatusNotModified, 0)
-				return
-			}
+		if tag != "" && MatchNoneMatch(inm, tag) {
+			h["Etag"] = []string{tag}
+			w.WriteHeader(http.StatusNotModified)
+			p.cfg.Metrics.Polled(http.StatusNotModified, 0)
+			return
 		}
 	}
 
-	page, err := p.read(ctx, req)
+	ans, err := p.read(ctx, req)
 	if err != nil {
 		p.unavailable(w, r, err)
 		return
 	}
-	tag := ETag(req.course, page.lastID)
+	tag := ans.etag(req)
 	h["Etag"] = []string{tag}
 	if inm != "" && MatchNoneMatch(inm, tag) {
 		w.WriteHeader(http.StatusNotModified)
@@ -222,42 +150,73 @@ func (p *Poller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Type"] = applicationJSON
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(page.appendJSON(make([]byte, 0, page.size()), req.course))
-	p.cfg.Metrics.Polled(http.StatusOK, len(page.events))
+	_, _ = w.Write(ans.appendJSON(make([]byte, 0, ans.size(req)), req))
+	p.cfg.Metrics.Polled(http.StatusOK, len(ans.events))
 }
 
-// read returns the response page, long-polling when asked to.
-func (p *Poller) read(ctx context.Context, req request) (response, error) {
-	if req.wait == 0 {
-		pg, err := p.broker.History(ctx, req.course, req.after, PageSize)
-		return build(pg, req), err
+// currentTag returns the ETag that the answer to req would carry, from
+// the courses' last ids alone, or "" when the answer could be cut short
+// by the page cap (its cursor is then not the courses' last ids).
+func (p *Poller) currentTag(ctx context.Context, req request) (string, error) {
+	var one [1]uint64
+	last := one[:0]
+	if len(req.at.Courses) > 1 {
+		last = make([]uint64, 0, len(req.at.Courses))
 	}
-	if !p.enter() {
-		// Over the long-poll bound: answer at once, as a plain poll.
-		pg, err := p.broker.History(ctx, req.course, req.after, PageSize)
-		return build(pg, req), err
+	var ahead uint64 // the events at most between the request and now
+	for i, course := range req.at.Courses {
+		id, err := p.broker.LastID(ctx, course)
+		if err != nil {
+			return "", err
+		}
+		last = append(last, id)
+		if id > req.at.Seqs[i] {
+			ahead += id - req.at.Seqs[i]
+		}
+	}
+	if ahead > PageSize {
+		return "", nil
+	}
+	return req.shape.etag(req.at.Courses, last), nil
+}
+
+// read answers req, long-polling when asked to.
+func (p *Poller) read(ctx context.Context, req request) (answer, error) {
+	if req.wait == 0 || !p.enter() {
+		// No wait asked, or over the long-poll bound: answer at once.
+		return p.readOnce(ctx, req)
 	}
 	defer p.leave()
 
+	// One listener per course, all removed when the request ends.
 	wake := make(chan struct{}, 1)
-	unsubscribe, err := p.broker.Subscribe(ctx, req.course, func(ev *observer.Event) {
-		if ev.Reset || ev.ID > req.after {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
+	unsubscribes := make([]func(), 0, len(req.at.Courses))
+	defer func() {
+		for _, unsubscribe := range unsubscribes {
+			unsubscribe()
 		}
-	})
-	if err != nil {
-		return response{}, err
+	}()
+	for i, course := range req.at.Courses {
+		after := req.at.Seqs[i]
+		unsubscribe, err := p.broker.Subscribe(ctx, course, func(ev *observer.Event) {
+			if ev.Reset || ev.ID > after {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		})
+		if err != nil {
+			return answer{}, err
+		}
+		unsubscribes = append(unsubscribes, unsubscribe)
 	}
-	defer unsubscribe()
 	timer := time.NewTimer(req.wait)
 	defer timer.Stop()
 	for {
-		pg, err := p.broker.History(ctx, req.course, req.after, PageSize)
-		if err != nil || pg.Reset || len(pg.Events) > 0 {
-			return build(pg, req), err
+		ans, err := p.readOnce(ctx, req)
+		if err != nil || ans.found() {
+			return ans, err
 		}
 		if p.onWait != nil {
 			p.onWait()
@@ -265,13 +224,41 @@ func (p *Poller) read(ctx context.Context, req request) (response, error) {
 		select {
 		case <-wake:
 		case <-timer.C:
-			return build(pg, req), nil
+			return ans, nil
 		case <-p.draining:
-			return build(pg, req), nil
+			return ans, nil
 		case <-ctx.Done():
-			return build(pg, req), nil
+			return ans, nil
 		}
 	}
+}
+
+// readOnce reads the history after req's position in each course, in the
+// request's order, PageSize events at most in all. Once the cap is
+// reached the courses left keep their position, and more tells the
+// client to ask again at once if any of them has moved.
+func (p *Poller) readOnce(ctx context.Context, req request) (answer, error) {
+	ans := answer{next: make([]uint64, len(req.at.Courses))}
+	for i, course := range req.at.Courses {
+		after := req.at.Seqs[i]
+		if budget := PageSize - ans.examined; budget > 0 {
+			pg, err := p.broker.History(ctx, course, after, budget)
+			if err != nil {
+				return answer{}, err
+			}
+			ans.add(i, pg, req)
+			continue
+		}
+		ans.next[i] = after
+		if !ans.more {
+			last, err := p.broker.LastID(ctx, course)
+			if err != nil {
+				return answer{}, err
+			}
+			ans.more = last != after
+		}
+	}
+	return ans, nil
 }
 
 func (p *Poller) enter() bool {
@@ -300,62 +287,6 @@ func (p *Poller) unavailable(w http.ResponseWriter, r *http.Request, err error) 
 	w.Header().Set("Retry-After", "1")
 	w.Header().Del("ETag")
 	httpjson.Error(w, http.StatusServiceUnavailable, "events are unavailable right now; retry")
-}
-
-// response is the body of a 200.
-type response struct {
-	lastID uint64
-	events []*observer.Event
-	more   bool
-	reset  bool
-}
-
-// build applies the types filter and the page cap to a history page.
-// lastEventId is the course's last id, or the last event examined when the
-// cap cut the page short.
-func build(pg observer.Page, req request) response {
-	resp := response{lastID: pg.LastID, reset: pg.Reset}
-	if pg.Reset {
-		return resp
-	}
-	for _, ev := range pg.Events {
-		if req.types.Has(ev.Type) {
-			resp.events = append(resp.events, ev)
-		}
-	}
-	if pg.More() {
-		resp.more = true
-		resp.lastID = pg.Events[len(pg.Events)-1].ID
-	}
-	return resp
-}
-
-func (resp response) size() int {
-	n := 96
-	for _, ev := range resp.events {
-		n += len(ev.JSON) + 1
-	}
-	return n
-}
-
-// appendJSON writes the body; envelopes go out as the stored text.
-func (resp response) appendJSON(b []byte, course string) []byte {
-	b = append(b, `{"courseId":"`...)
-	b = append(b, course...)
-	b = append(b, `","lastEventId":"`...)
-	b = strconv.AppendUint(b, resp.lastID, 10)
-	b = append(b, `","events":[`...)
-	for i, ev := range resp.events {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, ev.JSON...)
-	}
-	b = append(b, `],"more":`...)
-	b = strconv.AppendBool(b, resp.more)
-	b = append(b, `,"reset":`...)
-	b = strconv.AppendBool(b, resp.reset)
-	return append(b, "}\n"...)
 }
 
 // Constant header values, shared by every response (net/http copies, and

@@ -267,11 +267,11 @@ func FuzzParse(f *testing.F) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.URL.RawQuery = query
 		r.SetPathValue("courseId", course)
-		req, err := parse(r)
+		req, err := parse(r, oneCourse, new(single))
 		if err != nil {
 			return
 		}
-		if !observer.ValidCourseID(req.course) || req.wait < 0 || req.wait > MaxWait {
+		if len(req.at.Courses) != 1 || len(req.at.Seqs) != 1 || !observer.ValidCourseID(req.at.Courses[0]) || req.wait < 0 || req.wait > MaxWait {
 			t.Fatalf("accepted %+v", req)
 		}
 	})

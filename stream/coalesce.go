@@ -1,22 +1,33 @@
 package stream
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 	"time"
 )
 
 // coalescer is the debounced mode (?coalesce=): within each window at most
-// one event per (type, subject) is sent, the latest, where subject is
-// data.chapterId, data.videoId or else nothing (the type alone). What it
-// sends keeps id order. A zero window disables it. It is used by whoever
-// writes the stream (a hub worker, or the request goroutine), one at a time.
+// one event per (course, type, subject) is sent, the latest, where subject
+// is data.chapterId, data.videoId or else nothing (the type alone). What it
+// sends keeps the order in which the stream received the kept events: each
+// course's in id order, different courses' as they arrived. A zero window
+// disables it. It is used by whoever writes the stream (a hub worker, or
+// the request goroutine), one at a time.
 type coalescer struct {
 	window  time.Duration
-	pending map[coalesceKey]*frame
+	pending map[coalesceKey]kept
+	seq     uint64 // arrival order of what add was given
+	sorted  []kept // flush's buffer, reused
 }
 
-type coalesceKey struct{ typ, subject string }
+type coalesceKey struct{ course, typ, subject string }
+
+// kept is the latest frame of a key and when it arrived.
+type kept struct {
+	f   *frame
+	seq uint64
+}
 
 // newCoalescer is not inlined: inlined, its struct and map would live in
 // the stream's long-lived stack frame.
@@ -26,7 +37,7 @@ func newCoalescer(window time.Duration) *coalescer {
 	if window <= 0 {
 		return &coalescer{}
 	}
-	return &coalescer{window: window, pending: make(map[coalesceKey]*frame)}
+	return &coalescer{window: window, pending: make(map[coalesceKey]kept)}
 }
 
 func (co *coalescer) enabled() bool { return co.window > 0 }
@@ -35,32 +46,29 @@ func (co *coalescer) enabled() bool { return co.window > 0 }
 // event of a window (the caller then starts the timer).
 func (co *coalescer) add(f *frame) (first bool) {
 	first = len(co.pending) == 0
-	co.pending[coalesceKey{f.ev.Type, f.subjectOf()}] = f
+	co.seq++
+	co.pending[coalesceKey{f.ev.CourseID, f.ev.Type, f.subjectOf()}] = kept{f, co.seq}
 	return first
 }
 
-// start returns the channel that fires when the current window ends.
-func (co *coalescer) start() <-chan time.Time { return time.After(co.window) }
-
-// flush returns the kept events in id order and empties the window.
+// flush returns the kept events in the order they arrived and empties the
+// window.
 func (co *coalescer) flush() []*frame {
 	if len(co.pending) == 0 {
 		return nil
 	}
-	fs := make([]*frame, 0, len(co.pending))
-	for k, f := range co.pending {
-		fs = append(fs, f)
+	ks := co.sorted[:0]
+	for k, e := range co.pending {
+		ks = append(ks, e)
 		delete(co.pending, k)
 	}
-	slices.SortFunc(fs, func(a, b *frame) int {
-		switch {
-		case a.ev.ID < b.ev.ID:
-			return -1
-		case a.ev.ID > b.ev.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ks, func(a, b kept) int { return cmp.Compare(a.seq, b.seq) })
+	fs := make([]*frame, len(ks))
+	for i, e := range ks {
+		fs[i] = e.f
+	}
+	clear(ks) // keep no frame alive
+	co.sorted = ks
 	return fs
 }
 

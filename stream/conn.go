@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,9 +14,10 @@ import (
 
 // conn is one SSE client. The broker's publishing goroutine calls onEvent,
 // which only queues and never blocks. The frames are written by one writer
-// at a time: for a hijacked HTTP/1.1 stream (direct), the request
-// goroutine while it replays, then the hub's workers; otherwise (viaHandler)
-// the request goroutine for the stream's whole life.
+// at a time, the sink's (see sink): for a stream taken over (direct), the
+// request goroutine while it replays, then the stream's turn on the hub's
+// workers; otherwise (viaHandler) the request goroutine for the stream's
+// whole life.
 type conn struct {
 	h      *Hub
 	req    request
@@ -23,101 +25,220 @@ type conn struct {
 	cancel context.CancelCauseFunc
 	out    sink
 
-	notify chan struct{} // viaHandler: work is waiting (cap 1)
-	queued atomic.Int64  // bytes of frames in queue
+	queued atomic.Int64 // bytes of frames in queue
 
-	mu        sync.Mutex
-	queue     []*frame
-	spare     []*frame // the other queue buffer, swapped in by take
-	replaying bool     // catching up from history: events are not queued
-	liveHead  uint64   // highest id announced while replaying
-	beat      bool     // a heartbeat is due
-	ending    error    // end was called: send the final frame, then stop
-	stopped   bool     // no more events are queued, nothing more is written
-	clean     bool     // the final frame is out: end without cutting the connection
-	killed    bool     // stop at any cost: even a clean end is cut
-	finished  bool     // the request goroutine is done with the ResponseWriter
-	scheduled bool     // direct: on the hub's run queue
-	windowDue bool     // direct: the coalesce window closed
+	mu     sync.Mutex
+	state  connState
+	flags  connFlags
+	queue  []*frame
+	spare  []*frame // the other queue buffer, swapped in by take
+	ending error    // end was called: send the final frame, then stop
+
+	// One per course of the stream, in the request's order (a
+	// single-course stream has one). The slice is fixed from newConn on.
+	lanes []lane
 
 	// Owned by the writer.
-	pos         uint64 // the last id sent or examined
-	co          *coalescer
-	window      <-chan time.Time // viaHandler: the coalesce window's end
-	windowTimer *time.Timer      // direct: the same, as a timer
-
-	topic *topic // the course's record in the hub (Hub.topics)
+	co     *coalescer
+	idText []byte // the cursor being written (multi-course streams)
 
 	// Set by Hub.open, released by Hub.release.
-	unsubscribe func()
-	stopAfter   func() bool
-	timers      []*time.Timer
-	opened      time.Time
+	stopAfter func() bool
+	timers    []*time.Timer
+	opened    time.Time
+}
+
+// lane is one course of a stream: its topic, its position and its
+// listener.
+type lane struct {
+	course string
+	topic  *topic // the course's record in the hub (Hub.topics), from register to unregister
+
+	liveHead uint64 // under c.mu: the highest id announced while replaying
+	// edge is the course's last id when the stream had subscribed: every
+	// later event reaches the listener (set by begin).
+	edge uint64
+
+	// Owned by the writer.
+	pos  uint64 // the last id sent or examined
+	sent uint64 // the last id delivered (or the start): the cursor's entry
+
+	unsubscribe func() // set by Hub.open
 }
 
 func newConn(h *Hub, ctx context.Context, cancel context.CancelCauseFunc, req request) *conn {
-	return &conn{
+	c := &conn{
 		h: h, req: req, ctx: ctx, cancel: cancel, co: newCoalescer(req.coalesce),
-		notify: make(chan struct{}, 1), replaying: true,
+		lanes: make([]lane, len(req.courses)),
 	}
+	for i, course := range req.courses {
+		c.lanes[i].course = course
+	}
+	return c
 }
 
-// sink is where a connection's bytes go.
+// laneOf returns the lane of course (the stream has it: its listeners are
+// the stream's own courses').
+func (c *conn) laneOf(course string) *lane {
+	if len(c.lanes) == 1 {
+		return &c.lanes[0]
+	}
+	for i := range c.lanes {
+		if c.lanes[i].course == course {
+			return &c.lanes[i]
+		}
+	}
+	return &c.lanes[0] // not reached: a listener gets its own course's events
+}
+
+// cursor is the id line's value of a multi-course stream's next frame (its
+// lanes' sent positions, see cursor.Cursor), or nil for a single-course
+// stream, whose frames carry the event's own id. The writer calls it, after
+// setting the sent position of the frame's course; the bytes are valid
+// until the next call.
+func (c *conn) cursor() []byte {
+	if c.req.ids != idCursor {
+		return nil
+	}
+	b := c.idText[:0]
+	for i := range c.lanes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, c.lanes[i].course...)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, c.lanes[i].sent, 10)
+	}
+	c.idText = b
+	return b
+}
+
+// transport is the stream's metrics label.
+func (c *conn) transport() Transport {
+	if c.req.ids == idCursor {
+		return TransportSSEMulti
+	}
+	return TransportSSE
+}
+
+// sink is where a stream's bytes go, and what differs between the two
+// ways of writing them: through the ResponseWriter from the request
+// goroutine (viaHandler), or straight to a taken-over socket by the hub's
+// workers (direct). It owns how its writer is woken, the coalesce
+// window's timer, the bytes it holds back, and how the connection is cut.
+//
+// The write methods (frame ... finish) are called by the stream's writer
+// of the moment only; the methods named ...Locked with c.mu held.
 type sink interface {
+	// run serves the stream from the request goroutine: it writes the
+	// start (begin) and returns once the request goroutine is done with
+	// the stream.
+	run(st start)
+
 	// frame writes one frame that is not an event's (reset, final...).
 	frame(p []byte) bool
 	// fixed writes a frame that every stream sends (retry:, heartbeat),
 	// framed once.
 	fixed(f *fixedFrame) bool
-	// event writes a live event's frame, encoded once for every stream.
-	event(f *frame) bool
-	// history writes an event replayed from history.
-	history(ev *observer.Event) bool
+	// event writes a live event's frame, encoded once for every stream;
+	// a cursor that is not nil replaces its id line (the shared body is
+	// gathered after the stream's own id line, not copied).
+	event(f *form, cursor []byte) bool
+	// history writes an event replayed from history (with cursor as id,
+	// when not nil).
+	history(ev *observer.Event, cursor []byte) bool
 	// flush pushes out what is buffered.
 	flush() bool
 	// finish ends the response cleanly after the final frame.
 	finish()
-	// abort cuts the connection: a write blocked on it returns at once.
-	abort()
+
+	// armWindow ends the coalesce window after d: the writer then calls
+	// closeWindow. dropWindow forgets it.
+	armWindow(d time.Duration)
+	dropWindow()
+
+	// wakeLocked tells the writer there is work.
+	wakeLocked()
+	// goLiveLocked: the replay is over.
+	goLiveLocked()
+	// canInlineLocked reports whether a live frame may be written on the
+	// caller's goroutine now (then nobody else writes the stream until
+	// c.mu is released); writeInlineLocked writes it.
+	canInlineLocked() bool
+	writeInlineLocked(f *form, cursor []byte)
+	// pendingLocked is the bytes the sink holds that the client has not
+	// taken.
+	pendingLocked() int
+	// abort cuts the connection, so that a write blocked on it returns at
+	// once; clean and killed say how the stream is ending.
+	abort(clean, killed bool)
+	// releaseLocked gives back what the sink holds (timers) at the end.
+	releaseLocked()
 }
 
-// start is where a stream begins: after pos, with a reset frame first when
-// reset is set, replaying page (read after pos) before anything else.
-type start struct {
+// start is where a stream begins: per course, after pos, with a reset
+// frame first when reset is set, replaying page (read after pos) before
+// anything else.
+type start struct{ lanes []laneStart }
+
+type laneStart struct {
 	pos   uint64
+	edge  uint64 // the course's last id, read after subscribing
 	reset bool
 	page  observer.Page
 }
 
 func (c *conn) startPosition(ctx context.Context) (start, error) {
-	if !c.req.resume || c.req.badID {
-		// From now on; an id that is not one of ours cannot be continued.
-		last, err := c.h.broker.LastID(ctx, c.req.course)
-		return start{pos: last, reset: c.req.badID, page: observer.Page{LastID: last}}, err
+	st := start{lanes: make([]laneStart, len(c.lanes))}
+	for i := range c.lanes {
+		ls, err := c.laneStart(ctx, c.lanes[i].course)
+		if err != nil {
+			return start{}, err
+		}
+		st.lanes[i] = ls
 	}
-	p, err := c.h.broker.History(ctx, c.req.course, c.req.lastID, replayPage)
+	return st, nil
+}
+
+func (c *conn) laneStart(ctx context.Context, course string) (laneStart, error) {
+	after, named := c.req.positions[course]
+	if !c.req.resume || c.req.badID || !named {
+		// From now on; an id that is not one of ours cannot be continued.
+		last, err := c.h.broker.LastID(ctx, course)
+		return laneStart{pos: last, edge: last, reset: c.req.badID, page: observer.Page{LastID: last}}, err
+	}
+	p, err := c.h.broker.History(ctx, course, after, replayPage)
 	if err != nil {
-		return start{}, err
+		return laneStart{}, err
 	}
 	if p.Reset {
-		return start{pos: p.LastID, reset: true, page: observer.Page{LastID: p.LastID}}, nil
+		return laneStart{pos: p.LastID, edge: p.LastID, reset: true, page: observer.Page{LastID: p.LastID}}, nil
 	}
-	return start{pos: c.req.lastID, page: p}, nil
+	return laneStart{pos: after, edge: max(p.LastID, after), page: p}, nil
 }
 
 // onEvent is the observer listener. It never blocks: while replaying it
 // only notes the newest id; live, it queues the event for the writer, and a
 // client whose waiting frames would pass Config.ClientBuffer is
 // disconnected (it resumes with Last-Event-ID).
-func (c *conn) onEvent(ev *observer.Event) {
+func (c *conn) onEvent(l *lane, ev *observer.Event) {
 	c.mu.Lock()
-	if c.stopped {
+	switch c.state {
+	case stateStopped:
 		c.mu.Unlock()
 		return
-	}
-	if c.replaying {
-		if ev.Reset || ev.ID > c.liveHead {
-			c.liveHead = ev.ID
+	case stateReplaying:
+		if ev.Reset || ev.ID > l.liveHead {
+			l.liveHead = ev.ID
+		}
+		if c.queuesWhileReplayingLocked() && (ev.Reset || c.req.types.Has(ev.Type)) {
+			f := l.topic.frameOf(ev)
+			if size := int64(len(f.named.sse)); c.queued.Load()+size > int64(c.h.cfg.ClientBuffer) {
+				c.overflowLocked()
+			} else {
+				c.queue = append(c.queue, f)
+				c.queued.Add(size)
+			}
 		}
 		c.mu.Unlock()
 		return
@@ -126,18 +247,16 @@ func (c *conn) onEvent(ev *observer.Event) {
 		c.mu.Unlock()
 		return
 	}
-	f := c.topic.frameOf(ev)
-	size := int64(len(f.sse))
-	if q := c.queued.Load() + c.waitingBytes(); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
-		dropped := len(c.queue) + 1
+	f := l.topic.frameOf(ev)
+	size := int64(len(f.named.sse))
+	if q := c.queued.Load() + int64(c.out.pendingLocked()); q > 0 && q+size > int64(c.h.cfg.ClientBuffer) {
+		c.tooSlowLocked()
 		c.mu.Unlock()
-		c.h.cfg.Metrics.Dropped(dropped)
-		c.stop(errSlow)
 		return
 	}
-	if c.writeInlineLocked(f) {
+	if c.writeInlineLocked(l, f) {
 		c.mu.Unlock()
-		c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
+		c.h.cfg.Metrics.Delivered(c.transport(), time.Since(time.UnixMilli(ev.Timestamp)))
 		return
 	}
 	c.queue = append(c.queue, f)
@@ -146,55 +265,45 @@ func (c *conn) onEvent(ev *observer.Event) {
 	c.mu.Unlock()
 }
 
-// writeInlineLocked writes a live event from the publishing goroutine
-// itself when nothing else is due for a direct stream of a small course:
-// the write does not wait (what the kernel does not take goes to the
-// flusher), and no hand-off adds latency. c.mu is held.
-func (c *conn) writeInlineLocked(f *frame) bool {
-	ev := f.ev
-	d, ok := c.out.(*direct)
-	if !ok || !d.live || c.scheduled || len(c.queue) > 0 || c.beat || c.ending != nil ||
-		ev.Reset || ev.ID <= c.pos || c.co.enabled() || c.topic.streams.Load() > inlineFanout ||
-		d.flushing || len(d.pending) > 0 || d.closed {
-		return false
-	}
-	c.pos = ev.ID // no worker holds the connection: not scheduled
-	d.writeLocked(f.chunk)
-	return true
+// queuesWhileReplayingLocked reports whether live events are queued while
+// the stream replays. A multi-course stream does, up to
+// Config.ClientBuffer, so that what arrives during its replay goes out in
+// the order the instance received it, across courses: each course
+// replays from history up to its edge, and everything after comes from
+// the queue. Past the bound (flagOverflow), and on a single-course stream
+// (one course has one order), history alone holds what the client has not
+// seen, up to the newest announced id. c.mu is held.
+func (c *conn) queuesWhileReplayingLocked() bool {
+	return c.req.ids == idCursor && !c.flags.has(flagOverflow)
 }
 
-// waitingBytes is what the sink holds back (direct: not yet taken by the
-// kernel). c.mu is held.
-func (c *conn) waitingBytes() int64 {
-	if d, ok := c.out.(*direct); ok {
-		return int64(len(d.pending))
+// writeInlineLocked writes a live event from the publishing goroutine
+// itself when nothing else is due for a stream of a small course and its
+// sink allows it (direct, idle): no hand-off adds latency. c.mu is held.
+func (c *conn) writeInlineLocked(l *lane, f *frame) bool {
+	ev := f.ev
+	// The sink first: only when it can write inline is the writer's
+	// position ours to read (no turn is queued, nobody else writes).
+	if !c.out.canInlineLocked() || len(c.queue) > 0 || c.flags.has(flagBeat) || c.ending != nil ||
+		ev.Reset || ev.ID <= l.pos || c.co.enabled() || l.topic.streams.Load() > inlineFanout {
+		return false
 	}
-	return 0
+	l.pos, l.sent = ev.ID, ev.ID
+	c.out.writeInlineLocked(f.form(c.req.dispatch), c.cursor())
+	return true
 }
 
 func (c *conn) heartbeat() {
 	c.mu.Lock()
-	if !c.stopped {
-		c.beat = true
+	if !c.stoppedLocked() {
+		c.beatLocked()
 		c.wakeLocked()
 	}
 	c.mu.Unlock()
 }
 
 // wakeLocked tells the writer there is work. c.mu is held.
-func (c *conn) wakeLocked() {
-	if _, ok := c.out.(*direct); ok && !c.replaying {
-		if !c.scheduled {
-			c.scheduled = true
-			c.h.runq.Push(c)
-		}
-		return
-	}
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
+func (c *conn) wakeLocked() { c.out.wakeLocked() }
 
 // stop ends the stream now: the context is cancelled and the connection
 // cut (unless it is ending cleanly), so a write blocked on a peer that does
@@ -205,23 +314,28 @@ func (c *conn) stop(cause error) {
 	c.stopLocked(cause)
 }
 
-func (c *conn) stopLocked(cause error) {
-	if !c.stopped {
-		c.stopped = true
-		c.cancel(cause)
-	}
-	if !c.finished {
-		c.out.abort()
-	}
-}
-
 // kill stops the stream and cuts its connection even while it ends
 // cleanly (its final bytes not taken within drainTimeout, or Hub.Close).
 func (c *conn) kill(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.killed = true
-	c.stopLocked(cause)
+	c.killLocked(cause)
+}
+
+// tooSlow stops a client whose waiting frames would pass
+// Config.ClientBuffer (it resumes with Last-Event-ID), counting what it
+// loses here as dropped.
+func (c *conn) tooSlow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tooSlowLocked()
+}
+
+func (c *conn) tooSlowLocked() {
+	if c.state != stateStopped {
+		c.h.cfg.Metrics.Dropped(len(c.queue) + 1)
+	}
+	c.stopLocked(errSlow)
 }
 
 // after runs f in d, unless the stream is released first. The timer may
@@ -238,10 +352,9 @@ func (c *conn) after(d time.Duration, f func()) {
 func (c *conn) end(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ending != nil || c.stopped {
+	if !c.endLocked(cause) {
 		return
 	}
-	c.ending = cause
 	c.wakeLocked()
 	c.timers = append(c.timers, time.AfterFunc(drainTimeout, func() { c.kill(cause) })) // c.mu is held
 }
@@ -251,23 +364,29 @@ func (c *conn) end(cause error) {
 func (c *conn) take() (batch []*frame, beat bool, ending error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	batch, beat, ending = c.queue, c.beat, c.ending
+	batch, beat, ending = c.queue, c.flags.has(flagBeat), c.ending
 	c.queue, c.spare = c.spare[:0], batch
-	c.beat = false
+	c.flags &^= flagBeat
 	return batch, beat, ending
 }
 
-// begin writes the retry: frame, then the reset or the replay, and
+// begin writes the retry: frame, then the resets and the replay, and
 // switches the connection to live events. The sink has sent the headers.
 func (c *conn) begin(st start) bool {
 	if !c.out.fixed(c.h.retry) || !c.out.flush() {
 		return false
 	}
-	c.pos = st.pos
-	if st.reset && !c.writeReset(st.pos) {
-		return false
+	pages := make([]observer.Page, len(c.lanes))
+	for i, ls := range st.lanes {
+		c.lanes[i].pos, c.lanes[i].sent, c.lanes[i].edge = ls.pos, ls.pos, ls.edge
+		pages[i] = ls.page
 	}
-	return c.catchUp(st.page)
+	for i, ls := range st.lanes {
+		if ls.reset && !c.writeReset(&c.lanes[i], ls.pos) {
+			return false
+		}
+	}
+	return c.catchUp(pages)
 }
 
 // deliver writes what was queued since the last call and flushes once.
@@ -277,7 +396,8 @@ func (c *conn) deliver() bool {
 	defer clear(batch) // drop the references the spare buffer would keep
 	for _, f := range batch {
 		ev := f.ev
-		size := int64(len(f.sse))
+		l := c.laneOf(ev.CourseID)
+		size := int64(len(f.named.sse))
 		switch {
 		case ev.Reset:
 			if kept := c.co.flush(); kept != nil {
@@ -287,20 +407,20 @@ func (c *conn) deliver() bool {
 				}
 			}
 			c.h.cfg.Metrics.ResetSent()
-			if !c.out.frame(f.sse) {
+			l.pos, l.sent = ev.ID, ev.ID
+			if !c.out.event(f.form(c.req.dispatch), c.cursor()) {
 				return false
 			}
-			c.pos = ev.ID
-		case ev.ID <= c.pos:
+		case ev.ID <= l.pos:
 			// already sent from history
 		case c.co.enabled():
-			c.pos = ev.ID
+			l.pos = ev.ID
 			if c.co.add(f) {
 				c.startWindow()
 			}
 		default:
-			c.pos = ev.ID
-			if !c.writeEvent(f) {
+			l.pos = ev.ID
+			if !c.writeEvent(l, f) {
 				return false
 			}
 		}
@@ -318,65 +438,71 @@ func (c *conn) deliver() bool {
 }
 
 // startWindow arms the end of a coalesce window.
-func (c *conn) startWindow() {
-	if _, ok := c.out.(*direct); ok {
-		t := time.AfterFunc(c.co.window, func() {
-			c.mu.Lock()
-			if !c.stopped { // a stopped stream has nothing left to send
-				c.windowDue = true
-				c.wakeLocked()
-			}
-			c.mu.Unlock()
-		})
-		c.mu.Lock()
-		if c.finished {
-			t.Stop()
-		} else {
-			c.windowTimer = t
-		}
-		c.mu.Unlock()
-		return
-	}
-	c.window = c.co.start()
-}
+func (c *conn) startWindow() { c.out.armWindow(c.co.window) }
 
 // dropWindow forgets an open coalesce window whose events were just sent.
-func (c *conn) dropWindow() {
-	c.window = nil
-	c.mu.Lock()
-	if c.windowTimer != nil {
-		c.windowTimer.Stop()
-		c.windowTimer = nil
-	}
-	c.windowDue = false
-	c.mu.Unlock()
-}
+func (c *conn) dropWindow() { c.out.dropWindow() }
 
 // closeWindow sends what the coalesce window kept.
 func (c *conn) closeWindow() bool {
 	return c.writeEvents(c.co.flush()) && c.out.flush()
 }
 
-// catchUp replays history after c.pos until it meets the live events,
-// then switches the connection to live queueing. History, not the queue,
+// catchUp replays each course's history after its position until it
+// meets the course's live events, then, once no course has been announced
+// past its position meanwhile, switches the connection to live queueing
+// (under one lock, for every course at once). History, not the queue,
 // holds what a replaying client has not seen, so a long replay never
 // overflows.
-func (c *conn) catchUp(page observer.Page) bool {
+func (c *conn) catchUp(pages []observer.Page) bool {
+	for {
+		for i := range c.lanes {
+			if !c.replay(&c.lanes[i], pages[i]) {
+				return false
+			}
+			pages[i] = observer.Page{}
+		}
+		c.mu.Lock()
+		behind := false
+		for i := range c.lanes {
+			// Queued while replaying, what came after each edge is in the
+			// queue; otherwise history must reach what was announced.
+			behind = behind || !c.queuesWhileReplayingLocked() && c.lanes[i].liveHead > c.lanes[i].pos
+		}
+		if !behind {
+			c.goLiveLocked()
+			if c.hasWorkLocked() {
+				c.wakeLocked()
+			}
+			c.mu.Unlock()
+			return true
+		}
+		c.mu.Unlock()
+	}
+}
+
+// replay replays one course's history after l.pos, from page on, until it
+// reaches the course's edge (the queue has what came after), or, when the
+// stream does not queue while replaying, the newest id announced for it.
+func (c *conn) replay(l *lane, page observer.Page) bool {
 	stuck := 0 // history reads in a row that did not reach an announced id
 	for {
+		c.mu.Lock()
+		queues := c.queuesWhileReplayingLocked()
+		c.mu.Unlock()
 		replayed := 0
 		for _, ev := range page.Events {
-			if ev.ID <= c.pos {
+			if ev.ID <= l.pos || queues && ev.ID > l.edge {
 				continue
 			}
-			c.pos = ev.ID
+			l.pos = ev.ID
 			if !c.req.types.Has(ev.Type) {
 				continue
 			}
 			replayed++
 			if c.co.enabled() {
 				c.co.add(newFrame(ev)) // kept until the window closes
-			} else if !c.writeHistory(ev) {
+			} else if !c.writeHistory(l, ev) {
 				return false
 			}
 		}
@@ -385,39 +511,37 @@ func (c *conn) catchUp(page observer.Page) bool {
 			return false
 		}
 		if page.Reset {
-			if !c.writeReset(page.LastID) {
+			if !c.writeReset(l, page.LastID) {
 				return false
 			}
-			c.pos = page.LastID
+			l.pos = page.LastID
 		}
 		if !c.out.flush() {
 			return false
 		}
 		c.mu.Lock()
-		if !page.More() && c.liveHead <= c.pos {
-			if d, ok := c.out.(*direct); ok {
-				d.live = true // from now on the workers write
-				d.buf = nil   // the replay's buffer is not needed any more
+		head := l.liveHead
+		if c.queuesWhileReplayingLocked() {
+			head = l.edge
+			if l.pos >= head {
+				c.mu.Unlock()
+				return true
 			}
-			c.replaying = false
-			if c.queue != nil || c.beat || c.ending != nil {
-				c.wakeLocked()
-			}
-			c.mu.Unlock()
+		}
+		c.mu.Unlock()
+		if !page.More() && head <= l.pos {
 			return true
 		}
-		head := c.liveHead
-		c.mu.Unlock()
 		var err error
-		page, err = c.h.broker.History(c.ctx, c.req.course, c.pos, replayPage)
+		page, err = c.h.broker.History(c.ctx, l.course, l.pos, replayPage)
 		if err != nil {
 			if c.ctx.Err() == nil {
-				c.h.log.Warn("stream: history read failed; closing the stream", slog.String("course", c.req.course), slog.Any("err", err))
+				c.h.log.Warn("stream: history read failed; closing the stream", slog.String("course", l.course), slog.Any("err", err))
 				c.stop(err)
 			}
 			return false
 		}
-		if len(page.Events) > 0 || page.Reset || head <= c.pos || page.More() {
+		if len(page.Events) > 0 || page.Reset || head <= l.pos || page.More() {
 			stuck = 0
 			continue
 		}
@@ -432,7 +556,7 @@ func (c *conn) catchUp(page observer.Page) bool {
 			}
 			continue
 		}
-		c.h.log.Warn("stream: announced event missing from history; resetting the client", slog.String("course", c.req.course),
+		c.h.log.Warn("stream: announced event missing from history; resetting the client", slog.String("course", l.course),
 			slog.Uint64("announced", head), slog.Uint64("last", page.LastID))
 		page = observer.Page{Reset: true, LastID: max(head, page.LastID)}
 		stuck = 0
@@ -442,7 +566,7 @@ func (c *conn) catchUp(page observer.Page) bool {
 // writeEvents writes frames without flushing.
 func (c *conn) writeEvents(fs []*frame) bool {
 	for _, f := range fs {
-		if !c.writeEvent(f) {
+		if !c.writeEvent(c.laneOf(f.ev.CourseID), f) {
 			return false
 		}
 	}
@@ -451,26 +575,32 @@ func (c *conn) writeEvents(fs []*frame) bool {
 
 // writeEvent writes one event's frame, shared by every stream, and counts
 // it as delivered.
-func (c *conn) writeEvent(f *frame) bool {
-	if !c.out.event(f) {
+func (c *conn) writeEvent(l *lane, f *frame) bool {
+	l.sent = f.ev.ID
+	if !c.out.event(f.form(c.req.dispatch), c.cursor()) {
 		return false
 	}
-	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(f.ev.Timestamp)))
+	c.h.cfg.Metrics.Delivered(c.transport(), time.Since(time.UnixMilli(f.ev.Timestamp)))
 	return true
 }
 
 // writeHistory writes one replayed event and counts it as delivered.
-func (c *conn) writeHistory(ev *observer.Event) bool {
-	if !c.out.history(ev) {
+func (c *conn) writeHistory(l *lane, ev *observer.Event) bool {
+	l.sent = ev.ID
+	if !c.out.history(ev, c.cursor()) {
 		return false
 	}
-	c.h.cfg.Metrics.Delivered(time.Since(time.UnixMilli(ev.Timestamp)))
+	c.h.cfg.Metrics.Delivered(c.transport(), time.Since(time.UnixMilli(ev.Timestamp)))
 	return true
 }
 
-func (c *conn) writeReset(last uint64) bool {
+// writeReset tells the client that l's course must be refetched, then
+// followed after last.
+func (c *conn) writeReset(l *lane, last uint64) bool {
 	c.h.cfg.Metrics.ResetSent()
-	return c.out.frame(appendReset(make([]byte, 0, 96+len(c.req.course)), c.req.course, last))
+	l.sent = last
+	cur := c.cursor()
+	return c.out.frame(appendReset(make([]byte, 0, 96+len(l.course)+len(cur)), l.course, last, cur))
 }
 
 // finalFrame tells the client when to come back (Config.Retry plus a random
@@ -481,7 +611,7 @@ func (c *conn) finalFrame(cause error) {
 	b := appendDrain(make([]byte, 0, 128), cause, c.h.cfg.Retry+jitter)
 	if c.out.frame(b) && c.out.flush() {
 		c.mu.Lock()
-		c.clean = true
+		c.cleanLocked()
 		c.mu.Unlock()
 		c.out.finish()
 	}

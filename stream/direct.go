@@ -2,53 +2,50 @@ package stream
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
-	"syscall"
 	"time"
 
 	"coursestream/observer"
 )
 
-// direct writes an HTTP/1.1 stream straight to its connection, taken over
-// from net/http after the request: headers, then each frame as one chunk
-// of a chunked body. Live events go out as the chunk encoded once per
-// event (frame.chunk).
+// direct is the sink of an HTTP/1.1 stream taken over from net/http: its
+// socket gets the response headers, then each frame as one chunk of a
+// chunked body. Live events go out as the chunk encoded once per event
+// (frame.chunk).
 //
-// While the request goroutine replays (live is false) writes are buffered
-// and flushed with blocking writes. Live, the hub's workers write with
-// non-blocking writes; what the kernel does not take at once waits in
-// pending (bounded by Config.ClientBuffer) and a flusher goroutine, alive
-// only while pending is not empty, pushes it out. A reader goroutine per
-// connection notices the client going away; it owns the cleanup.
+// Who writes the socket, and when (see socket for how each phase is
+// enforced): the request goroutine while it replays (Hub.serve → begin);
+// then, live, the stream's turn: a hub worker while the stream is queued
+// on the run queue (turnQueued, from wakeLocked until the turn finds no
+// more work), or else the publisher itself, inline, holding the stream's
+// lock (inlineLocked); the flusher goroutine while the kernel holds bytes
+// back. A reader goroutine per connection notices the client going away;
+// it owns the cleanup.
 type direct struct {
-	c   *conn
-	nc  net.Conn
-	raw syscall.RawConn
-	buf []byte // replay: bytes not yet written
+	c *conn
+	s *socket
 
-	// tryWrite's arguments and results, kept here so that its callback is
-	// made once (a closure per write would allocate). Under c.mu.
-	wp      []byte
-	wn      int
-	werr    error
-	writeFn func(fd uintptr) bool
+	head []byte // the writer's: a multi-course frame's chunk header and id line
 
 	// Under c.mu.
-	live      bool // the workers write (the replay is over)
-	pending   []byte
-	flushing  bool // a flusher goroutine runs
-	finishing bool // the last chunk is written: close once pending is out
-	closed    bool
+	turn        turnFlags
+	windowTimer *time.Timer // the coalesce window's end
 }
 
-var (
-	errClientGone = errors.New("the client went away")
-	// errHijacked: taking the connection over failed after net/http gave it
-	// up; it is closed, and no response can be written any more.
-	errHijacked = errors.New("stream: the hijacked connection cannot be written directly")
+// turnFlags is how a direct stream stands with the hub's workers.
+type turnFlags uint8
+
+const (
+	// turnLive: the replay is over; the workers (or the inline publisher)
+	// write.
+	turnLive turnFlags = 1 << iota
+	// turnQueued: the stream is on the run queue or a worker runs it.
+	turnQueued
+	// turnWindowDue: the coalesce window closed: the next turn sends it.
+	turnWindowDue
 )
+
+var errClientGone = errors.New("the client went away")
 
 // takeOver hijacks the connection of w and writes the response headers
 // (into the replay buffer).
@@ -62,231 +59,172 @@ func takeOver(c *conn, w http.ResponseWriter) (*direct, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		nc.Close()
-		return nil, fmt.Errorf("%w: %T has no file descriptor", errHijacked, nc)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("%w: %w", errHijacked, err)
-	}
 	_ = brw // what the client sent after its request is ignored: it has nothing to say
-	_ = nc.SetDeadline(time.Time{})
-	d := newDirect(c, nc, raw)
-	d.buf = appendResponseHead(d.buf, header)
+	s, err := newSocket(nc, c.h.cfg.ClientBuffer, c.h.cfg.WriteTimeout, &c.h.wg, c.stop)
+	if err != nil {
+		return nil, err
+	}
+	d := &direct{c: c, s: s}
+	s.buf = appendResponseHead(s.buf, header)
 	return d, nil
 }
 
-// isLive: live changes once, under c.mu, from the request goroutine that
-// replays; the workers that write afterwards got the connection under
-// c.mu, after the change.
-func (d *direct) isLive() bool { return d.live }
-
-func (d *direct) frame(p []byte) bool { return d.write(chunk(p)) }
-
-func (d *direct) fixed(f *fixedFrame) bool { return d.write(f.chunk) }
-
-func (d *direct) event(f *frame) bool { return d.write(f.chunk) }
-
-// history appends a replayed event's chunk straight into the replay buffer.
-func (d *direct) history(ev *observer.Event) bool {
-	if d.isLive() {
-		return d.write(appendEventChunk(nil, ev))
-	}
-	d.buf = appendEventChunk(d.buf, ev)
-	return d.spill()
+// run replays on the request goroutine, then leaves the live stream to
+// the workers and the reader goroutine, and returns.
+func (d *direct) run(st start) {
+	handoff := make(chan struct{})
+	go d.readLoop(handoff) // h.wg.Add was done by open, with the stopped check
+	d.c.begin(st)
+	close(handoff)
 }
 
-func (d *direct) write(p []byte) bool {
-	if !d.isLive() {
-		d.buf = append(d.buf, p...)
-		return d.spill()
+// result turns a socket error into the stream's end: false, the stream
+// stopped (a slow client counted as dropped).
+func (d *direct) result(err error) bool {
+	if err == nil {
+		return true
 	}
-	d.c.mu.Lock()
-	defer d.c.mu.Unlock()
-	return d.writeLocked(p)
+	if errors.Is(err, errSlow) {
+		d.c.tooSlow()
+	} else {
+		d.c.stop(err)
+	}
+	return false
 }
 
-// spill writes out a replay buffer that has grown long: a long replay is
-// not held all in memory.
-func (d *direct) spill() bool {
-	if len(d.buf) >= 64<<10 {
-		return d.flush()
+func (d *direct) frame(p []byte) bool { return d.result(d.s.write(chunk(p))) }
+
+func (d *direct) fixed(f *fixedFrame) bool { return d.result(d.s.write(f.chunk)) }
+
+func (d *direct) event(f *form, cursor []byte) bool { return d.result(d.writeEvent(f, cursor)) }
+
+// writeEvent writes f's chunk, encoded once for every stream; with a
+// cursor, the stream's own chunk header and id line gathered with the
+// shared body (one writev, no copy of the body).
+func (d *direct) writeEvent(f *form, cursor []byte) error {
+	if cursor == nil {
+		return d.s.write(f.chunk)
 	}
-	return true
+	d.head = appendIDChunkHead(d.head[:0], cursor, len(f.body()))
+	return d.s.writev(d.head, f.bodyChunk())
 }
 
-// writeLocked writes p now if the kernel takes it, else queues what is
-// left for the flusher. c.mu is held.
-func (d *direct) writeLocked(p []byte) bool {
-	if d.closed {
-		return false
-	}
-	if d.flushing || len(d.pending) > 0 {
-		return d.queueLocked(p)
-	}
-	n, err := d.tryWrite(p)
-	if err != nil {
-		d.c.stopLocked(err)
-		return false
-	}
-	if n < len(p) {
-		return d.queueLocked(p[n:])
-	}
-	return true
-}
-
-// queueLocked keeps p for the flusher; a client that would hold more than
-// Config.ClientBuffer is too slow: it is cut, and resumes with its id.
-func (d *direct) queueLocked(p []byte) bool {
-	if len(d.pending)+len(p) > d.c.h.cfg.ClientBuffer {
-		d.c.h.cfg.Metrics.Dropped(len(d.c.queue) + 1)
-		d.c.stopLocked(errSlow)
-		return false
-	}
-	d.pending = append(d.pending, p...)
-	if !d.flushing {
-		d.flushing = true
-		d.c.h.wg.Add(1)
-		go d.flushLoop()
-	}
-	return true
-}
-
-func newDirect(c *conn, nc net.Conn, raw syscall.RawConn) *direct {
-	d := &direct{c: c, nc: nc, raw: raw}
-	d.writeFn = d.rawWrite
-	return d
-}
-
-// tryWrite writes what the kernel takes without waiting. c.mu is held.
-func (d *direct) tryWrite(p []byte) (int, error) {
-	d.wp = p
-	err := d.raw.Write(d.writeFn)
-	n, werr := d.wn, d.werr
-	d.wp, d.werr = nil, nil
-	switch {
-	case err != nil:
-		return 0, err
-	case werr == syscall.EAGAIN:
-		return 0, nil
-	case werr != nil:
-		return 0, werr
-	}
-	return n, nil
-}
-
-func (d *direct) rawWrite(fd uintptr) bool {
-	for {
-		d.wn, d.werr = syscall.Write(int(fd), d.wp)
-		if d.werr != syscall.EINTR {
-			return true // never wait for the socket: the flusher does
-		}
-	}
-}
-
-// flushLoop pushes pending out with blocking writes, then ends. It is
-// owned by the hub's wait group. While it runs (flushing) no worker
-// writes: they append to pending; it clears its write deadline before it
-// gives the socket back, since the workers' non-blocking writes check it.
-func (d *direct) flushLoop() {
-	defer d.c.h.wg.Done()
-	for {
-		d.c.mu.Lock()
-		if len(d.pending) == 0 && !d.closed {
-			d.c.mu.Unlock()
-			_ = d.nc.SetWriteDeadline(time.Time{})
-			d.c.mu.Lock()
-		}
-		if len(d.pending) == 0 || d.closed {
-			d.flushing = false
-			d.pending = nil
-			closeNow := d.finishing && !d.closed
-			if closeNow {
-				d.closed = true
-			}
-			d.c.mu.Unlock()
-			if closeNow {
-				d.nc.Close()
-			}
-			return
-		}
-		p := d.pending
-		timeout := d.c.h.cfg.WriteTimeout
-		if d.finishing {
-			timeout = min(timeout, drainTimeout)
-		}
-		d.c.mu.Unlock()
-		_ = d.nc.SetWriteDeadline(time.Now().Add(timeout))
-		n, err := d.nc.Write(p)
-		d.c.mu.Lock()
-		d.pending = d.pending[n:] // appends meanwhile went after p
-		if err != nil {
-			// The peer takes nothing (or is gone): cut it, finishing or not.
-			d.flushing, d.pending = false, nil
-			d.closed = true
-			d.c.mu.Unlock()
-			d.nc.Close()
-			d.c.stop(err)
-			return
-		}
-		d.c.mu.Unlock()
-	}
+func (d *direct) history(ev *observer.Event, cursor []byte) bool {
+	return d.result(d.s.writeHistory(ev, d.c.req.dispatch, cursor))
 }
 
 // flush writes the replay buffer with a blocking write; live, writes are
 // already out (or pending).
 func (d *direct) flush() bool {
-	if d.isLive() {
-		d.c.mu.Lock()
-		defer d.c.mu.Unlock()
-		return !d.closed && !d.c.stopped
+	if err := d.s.flushReplay(); err != nil {
+		return d.result(err)
 	}
-	if len(d.buf) == 0 {
-		return true
-	}
-	_ = d.nc.SetWriteDeadline(time.Now().Add(d.c.h.cfg.WriteTimeout))
-	_, err := d.nc.Write(d.buf)
-	// No deadline may outlive a blocking write: the workers' non-blocking
-	// writes check it first, and an expired one would fail them all.
-	_ = d.nc.SetWriteDeadline(time.Time{})
-	d.buf = d.buf[:0]
-	if err != nil {
-		d.c.stop(err)
-		return false
-	}
-	return true
+	return !d.c.isStopped()
 }
 
 // finish writes the last chunk and closes the connection once everything
 // is out (a clean end of the response).
-func (d *direct) finish() {
-	d.c.mu.Lock()
-	defer d.c.mu.Unlock()
-	if d.closed || !d.writeLocked(lastChunk) {
-		return
-	}
-	d.finishing = true
-	if !d.flushing && len(d.pending) == 0 {
-		d.closed = true
-		d.nc.Close()
-		return
-	}
-	// A write in flight may hold a longer deadline: bring it to drainTimeout.
-	_ = d.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+func (d *direct) finish() { d.result(d.s.finish(lastChunk)) }
+
+// abort closes the connection unless it is ending cleanly: then the
+// flusher closes it, within drainTimeout, unless the stream is killed
+// (drain timeout, Hub.Close). c.mu is held.
+func (d *direct) abort(_, killed bool) { d.s.abort(killed) }
+
+// goLiveLocked hands the socket to the live writers. c.mu is held.
+func (d *direct) goLiveLocked() {
+	d.s.goLive()
+	d.turn |= turnLive
 }
 
-// abort closes the connection (c.mu is held), unless it is finishing
-// cleanly: then the flusher closes it, within drainTimeout, unless the
-// stream is killed (drain timeout, Hub.Close).
-func (d *direct) abort() {
-	if d.closed || d.finishing && !d.c.killed {
+// wakeLocked queues the stream for a worker's turn, unless it is queued
+// already or still replaying (the replay's end looks for work). c.mu is
+// held.
+func (d *direct) wakeLocked() {
+	if d.turn&turnLive == 0 || d.turn&turnQueued != 0 {
 		return
 	}
-	d.closed = true
-	d.nc.Close()
+	d.turn |= turnQueued
+	d.c.h.runq.Push(d)
+}
+
+// canInlineLocked: the publishing goroutine may write a live frame itself
+// when no turn is queued and the socket is idle: the write does not wait
+// (what the kernel does not take goes to the flusher), and no hand-off
+// adds latency. c.mu is held.
+func (d *direct) canInlineLocked() bool {
+	return d.turn&turnLive != 0 && d.turn&turnQueued == 0 && d.s.idle()
+}
+
+// writeInlineLocked writes f from the publishing goroutine; c.mu is held.
+func (d *direct) writeInlineLocked(f *form, cursor []byte) {
+	switch err := d.writeEvent(f, cursor); {
+	case errors.Is(err, errSlow):
+		d.c.tooSlowLocked()
+	case err != nil:
+		d.c.stopLocked(err)
+	}
+}
+
+// pendingLocked is what the kernel has not taken yet. c.mu is held.
+func (d *direct) pendingLocked() int { return d.s.pendingBytes() }
+
+// armWindow ends the coalesce window after w: a worker's turn sends it.
+func (d *direct) armWindow(w time.Duration) {
+	t := time.AfterFunc(w, func() {
+		d.c.mu.Lock()
+		if !d.c.stoppedLocked() { // a stopped stream has nothing left to send
+			d.turn |= turnWindowDue
+			d.wakeLocked()
+		}
+		d.c.mu.Unlock()
+	})
+	d.c.mu.Lock()
+	if d.c.flags.has(flagReleased) {
+		t.Stop()
+	} else {
+		d.windowTimer = t
+	}
+	d.c.mu.Unlock()
+}
+
+// dropWindow forgets an open coalesce window whose events were just sent.
+func (d *direct) dropWindow() {
+	d.c.mu.Lock()
+	d.releaseLocked()
+	d.turn &^= turnWindowDue
+	d.c.mu.Unlock()
+}
+
+// releaseLocked stops the window timer. c.mu is held.
+func (d *direct) releaseLocked() {
+	if d.windowTimer != nil {
+		d.windowTimer.Stop()
+		d.windowTimer = nil
+	}
+}
+
+// runTurn is one worker's turn on the stream: the coalesce window if it
+// closed, then what was queued. New work arriving meanwhile queues the
+// stream again when the turn ends.
+func (d *direct) runTurn() {
+	c := d.c
+	c.mu.Lock()
+	due, stopped := d.turn&turnWindowDue != 0, c.stoppedLocked()
+	d.turn &^= turnWindowDue
+	c.mu.Unlock()
+	if !stopped {
+		if !due || c.closeWindow() {
+			c.deliver()
+		}
+	}
+	c.mu.Lock()
+	if c.hasWorkLocked() || !c.stoppedLocked() && d.turn&turnWindowDue != 0 {
+		c.h.runq.Push(d) // still queued
+	} else {
+		d.turn &^= turnQueued
+	}
+	c.mu.Unlock()
 }
 
 // readLoop waits for the client to go away (a stream's client sends
@@ -296,15 +234,12 @@ func (d *direct) readLoop(handoff <-chan struct{}) {
 	defer d.c.h.wg.Done()
 	b := make([]byte, 64)
 	for {
-		if _, err := d.nc.Read(b); err != nil {
+		if _, err := d.s.read(b); err != nil {
 			break
 		}
 	}
 	d.c.stop(errClientGone)
 	<-handoff
 	d.c.h.release(d.c)
-	d.c.mu.Lock()
-	d.closed = true
-	d.c.mu.Unlock()
-	d.nc.Close()
+	d.s.abort(true)
 }

@@ -12,17 +12,22 @@ import (
 // writers that cannot be taken over (HTTP/2, HTTP/1.0, test recorders);
 // HTTP/1.1 streams go direct.
 type viaHandler struct {
-	c     *conn
-	w     http.ResponseWriter
-	rc    *http.ResponseController
-	armed time.Time // the write deadline last set
+	c      *conn
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	notify chan struct{}    // work is waiting (cap 1)
+	window <-chan time.Time // the coalesce window's end; the writer's
+	armed  time.Time        // the write deadline last set
 
 	scratch []byte // history: the frame being written
 }
 
 func newViaHandler(c *conn, w http.ResponseWriter) *viaHandler {
 	w = innermost(w)
-	return &viaHandler{c: c, w: w, rc: http.NewResponseController(w)}
+	v := &viaHandler{c: c, w: w, rc: http.NewResponseController(w), notify: make(chan struct{}, 1)}
+	// A server WriteTimeout must not cut streams: arm sets its own.
+	_ = v.rc.SetWriteDeadline(time.Time{})
+	return v
 }
 
 // innermost unwraps middleware writers (request logging, ...) down to
@@ -38,8 +43,13 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	}
 }
 
-// serve writes the stream until it ends. The frame left on the stack
-// while serve waits is small: the work is in begin and deliver.
+// run writes the stream until it ends, then releases it. The frame left
+// on the stack while it waits is small: the work is in begin and deliver.
+func (v *viaHandler) run(st start) {
+	v.serve(st)
+	v.c.h.release(v.c)
+}
+
 func (v *viaHandler) serve(st start) {
 	c := v.c
 	setHeaders(v.w.Header())
@@ -49,24 +59,55 @@ func (v *viaHandler) serve(st start) {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-c.window:
-			c.window = nil
+		case <-v.window:
+			v.window = nil
 			ok = c.closeWindow()
-		case <-c.notify:
+		case <-v.notify:
 			ok = c.deliver()
 		}
 	}
 }
 
+// wakeLocked tells the request goroutine there is work. c.mu is held.
+func (v *viaHandler) wakeLocked() {
+	select {
+	case v.notify <- struct{}{}:
+	default:
+	}
+}
+
+// armWindow ends the coalesce window after w (the request goroutine
+// waits for it in serve).
+func (v *viaHandler) armWindow(w time.Duration) { v.window = time.After(w) }
+
+func (v *viaHandler) dropWindow() { v.window = nil }
+
+// The request goroutine writes the whole stream: nothing changes when the
+// replay ends, nothing is written inline, nothing is held back here (the
+// ResponseWriter's buffer is flushed by every batch).
+func (v *viaHandler) goLiveLocked()                   {}
+func (v *viaHandler) canInlineLocked() bool           { return false }
+func (v *viaHandler) writeInlineLocked(*form, []byte) {}
+func (v *viaHandler) pendingLocked() int              { return 0 }
+func (v *viaHandler) releaseLocked()                  {}
+
 func (v *viaHandler) frame(p []byte) bool { return v.write(p) }
 
 func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.sse) }
 
-func (v *viaHandler) event(f *frame) bool { return v.write(f.sse) }
+// event writes f's frame, or the stream's own id line then f's shared
+// body.
+func (v *viaHandler) event(f *form, cursor []byte) bool {
+	if cursor == nil {
+		return v.write(f.sse)
+	}
+	v.scratch = appendID(v.scratch[:0], 0, cursor)
+	return v.write(v.scratch) && v.write(f.body())
+}
 
 // history builds a replayed event's frame in a buffer reused for each.
-func (v *viaHandler) history(ev *observer.Event) bool {
-	v.scratch = appendEventFrame(v.scratch[:0], ev)
+func (v *viaHandler) history(ev *observer.Event, cursor []byte) bool {
+	v.scratch = appendEventFrame(v.scratch[:0], ev, v.c.req.dispatch, cursor)
 	return v.write(v.scratch)
 }
 
@@ -93,10 +134,10 @@ func (v *viaHandler) flush() bool {
 func (v *viaHandler) finish() {}
 
 // abort interrupts a blocked write. c.mu is held; the handler has not
-// returned (c.finished is false). A stream ending cleanly is left to end:
-// net/http still has to write the response's last chunk.
-func (v *viaHandler) abort() {
-	if !v.c.clean {
+// returned. A stream ending cleanly is left to end: net/http still has to
+// write the response's last chunk.
+func (v *viaHandler) abort(clean, _ bool) {
+	if !clean {
 		_ = v.rc.SetWriteDeadline(time.Now())
 	}
 }
@@ -112,7 +153,7 @@ func (v *viaHandler) arm() {
 		return
 	}
 	v.c.mu.Lock()
-	if !v.c.stopped {
+	if !v.c.stoppedLocked() {
 		v.armed = now.Add(timeout)
 		_ = v.rc.SetWriteDeadline(v.armed)
 	}

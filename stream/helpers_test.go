@@ -37,11 +37,13 @@ func newEnv(t testing.TB, cfg Config, mcfg observer.MemoryConfig) *env {
 	mcfg.Logger = quiet()
 	b := observer.NewMemory(mcfg)
 	h, srv := serveHub(t, b, cfg, func(mux *http.ServeMux, h *Hub) {
-		var events http.Handler = h
+		var events, multi http.Handler = h, http.HandlerFunc(h.ServeCourses)
 		if forceViaHandler {
 			events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(noHijack{w}, r) })
+			multi = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeCourses(noHijack{w}, r) })
 		}
 		mux.Handle("GET /v1/courses/{courseId}/events", events)
+		mux.Handle("GET /v1/events", multi)
 		mux.Handle("POST /v1/courses/{courseId}/events", NewPublisher(b, PublishConfig{Logger: quiet(), MaxEventBytes: mcfg.MaxEventBytes}))
 	})
 	return &env{t: t, broker: b, hub: h, srv: srv, client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}

@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"coursestream/internal/cursor"
 	"coursestream/internal/httpjson"
 	"coursestream/internal/typefilter"
 	"coursestream/internal/workq"
@@ -114,7 +117,7 @@ func New(b observer.Broker, cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{
-		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*conn](runtime.GOMAXPROCS(0)),
+		cfg: cfg, broker: b, log: cfg.Logger, runq: workq.New[*direct](runtime.GOMAXPROCS(0)),
 		retry: retryFrame(cfg.Retry),
 		conns: make(map[*conn]struct{}), topics: make(map[string]*topic),
 	}
@@ -141,7 +144,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range h.runq.Workers() {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.runq.Work(ctx, (*conn).runDirect) }()
+		go func() { defer wg.Done(); h.runq.Work(ctx, (*direct).runTurn) }()
 	}
 	defer wg.Wait()
 	t := time.NewTicker(h.cfg.Heartbeat)
@@ -221,13 +224,16 @@ func (h *Hub) register(c *conn) (full bool, refused error) {
 		return true, errFull
 	}
 	h.conns[c] = struct{}{}
-	t := h.topics[c.req.course]
-	if t == nil {
-		t = new(topic)
-		h.topics[c.req.course] = t
+	for i := range c.lanes {
+		l := &c.lanes[i]
+		t := h.topics[l.course]
+		if t == nil {
+			t = new(topic)
+			h.topics[l.course] = t
+		}
+		t.streams.Add(1)
+		l.topic = t
 	}
-	t.streams.Add(1)
-	c.topic = t
 	return false, nil
 }
 
@@ -235,8 +241,10 @@ func (h *Hub) unregister(c *conn) {
 	h.mu.Lock()
 	if _, ok := h.conns[c]; ok {
 		delete(h.conns, c)
-		if c.topic.streams.Add(-1) == 0 {
-			delete(h.topics, c.req.course)
+		for i := range c.lanes {
+			if c.lanes[i].topic.streams.Add(-1) == 0 {
+				delete(h.topics, c.lanes[i].course)
+			}
 		}
 		if len(h.conns) == 0 && h.empty != nil {
 			close(h.empty)
@@ -261,29 +269,25 @@ var (
 // have returned by the time serve blocks. A stream's goroutine stack then
 // shrinks to 8 KiB, which is most of what an idle connection costs.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, st := h.open(w, r)
+	c, st := h.open(w, r, parseRequest)
 	if c == nil {
 		return
 	}
-	if v, ok := c.out.(*viaHandler); ok {
-		v.serve(st)
-		h.release(c)
-		return
-	}
-	h.serveDirect(c, st)
+	c.out.run(st)
 }
 
-// serveDirect replays on the request goroutine, then leaves the live
-// stream to the workers and the reader goroutine, and returns.
-//
-//go:noinline
-func (h *Hub) serveDirect(c *conn, st start) {
-	d := c.out.(*direct)
-	handoff := make(chan struct{})
-	go d.readLoop(handoff) // h.wg.Add was done by open, with the stopped check
-
-	c.begin(st)
-	close(handoff)
+// ServeCourses serves GET /v1/events?courses=a,b,...: one stream for 1 to
+// cursor.MaxCourses courses, whose frames carry the stream's cursor as
+// their id (see the cursor package), resumed from a cursor in
+// Last-Event-ID or ?lastEventId=. It behaves as ServeHTTP otherwise, and
+// its streams count as TransportSSEMulti. Authorizing every listed course
+// is the route's (as for ServeHTTP).
+func (h *Hub) ServeCourses(w http.ResponseWriter, r *http.Request) {
+	c, st := h.open(w, r, parseCoursesRequest)
+	if c == nil {
+		return
+	}
+	c.out.run(st)
 }
 
 // open validates and registers the request, subscribes it to the broker
@@ -291,8 +295,8 @@ func (h *Hub) serveDirect(c *conn, st start) {
 // failure it answers the request itself and returns a nil conn.
 //
 //go:noinline
-func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
-	req, err := parseRequest(r)
+func (h *Hub) open(w http.ResponseWriter, r *http.Request, parse func(*http.Request) (request, error)) (*conn, start) {
+	req, err := parse(r)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return nil, start{}
@@ -310,7 +314,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 	c := newConn(h, ctx, cancel, req)
 	c.out = newViaHandler(c, w) // until taken over
 	if full, refused := h.register(c); refused != nil {
-		c.finished = true
+		c.mu.Lock()
+		c.releaseLocked()
+		c.mu.Unlock()
 		c.cancel(nil)
 		w.Header().Set("Retry-After", "1")
 		if !full {
@@ -321,10 +327,10 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		httpjson.Write(w, http.StatusServiceUnavailable, struct {
 			Error    string `json:"error"`
 			Fallback string `json:"fallback"`
-		}{refused.Error(), "/v1/courses/" + req.course + "/poll"})
+		}{refused.Error(), req.fallback()})
 		return nil, start{}
 	}
-	h.cfg.Metrics.StreamOpened()
+	h.cfg.Metrics.StreamOpened(c.transport())
 	// However the context ends (client gone, token expired, stop), a write
 	// blocked on the client is interrupted.
 	c.stopAfter = context.AfterFunc(ctx, func() { c.stop(context.Cause(ctx)) })
@@ -340,7 +346,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 
 	// Subscribe first, then read where to start: an event is either in
 	// what we read or delivered to the listener (or both; dropped by id).
-	c.unsubscribe, err = h.broker.Subscribe(ctx, req.course, c.onEvent)
+	err = c.subscribe(ctx)
 	var st start
 	if err == nil {
 		st, err = c.startPosition(ctx)
@@ -350,7 +356,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		if d, err = takeOver(c, w); err == nil {
 			c.mu.Lock()
 			c.out = d
-			stopped := c.stopped
+			stopped := c.stoppedLocked()
 			if !stopped {
 				// Counted under c.mu with the check: Close either stopped
 				// the stream before (then no reader starts) or waits for it.
@@ -360,7 +366,7 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 			if stopped {
 				// Stopped while opening (its token expired, the hub closed):
 				// the viaHandler abort could not reach the taken-over socket.
-				d.nc.Close()
+				d.s.abort(true)
 				h.release(c)
 				return nil, start{}
 			}
@@ -374,13 +380,17 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 		return nil, start{}
 	}
 	if h.log.Enabled(ctx, slog.LevelDebug) {
-		h.log.LogAttrs(ctx, slog.LevelDebug, "stream open", slog.String("course", req.course),
-			slog.Uint64("from", st.pos), slog.Bool("reset", st.reset), slog.Bool("direct", takeover))
+		from := make([]string, len(st.lanes))
+		for i, ls := range st.lanes {
+			from[i] = strconv.FormatUint(ls.pos, 10)
+			if ls.reset {
+				from[i] += " (reset)"
+			}
+		}
+		h.log.LogAttrs(ctx, slog.LevelDebug, "stream open", slog.Any("courses", req.courses),
+			slog.Any("from", from), slog.Bool("direct", takeover))
 	}
 	c.opened = time.Now()
-	if v, ok := c.out.(*viaHandler); ok {
-		_ = v.rc.SetWriteDeadline(time.Time{}) // a server WriteTimeout must not cut streams; the sink arms its own
-	}
 	return c, st
 }
 
@@ -390,23 +400,23 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request) (*conn, start) {
 //
 //go:noinline
 func (h *Hub) release(c *conn) {
-	if c.unsubscribe != nil {
-		c.unsubscribe()
+	for i := range c.lanes {
+		if c.lanes[i].unsubscribe != nil {
+			c.lanes[i].unsubscribe()
+		}
 	}
 	c.mu.Lock()
 	timers := c.timers
 	c.timers = nil
-	c.finished, c.stopped = true, true
+	c.releaseLocked()
 	// A stream whose final frame went out ended for the reason it was
 	// ended, even when the reader saw the connection close first.
 	cause := context.Cause(c.ctx)
-	if c.clean && c.ending != nil {
+	if c.flags.has(flagClean) && c.ending != nil {
 		cause = c.ending
 	}
 	reason := closeReason(cause)
-	if c.windowTimer != nil {
-		c.windowTimer.Stop()
-	}
+	c.out.releaseLocked()
 	c.mu.Unlock()
 	for _, t := range timers {
 		t.Stop()
@@ -416,9 +426,9 @@ func (h *Hub) release(c *conn) {
 	}
 	c.cancel(nil)
 	h.unregister(c)
-	h.cfg.Metrics.StreamClosed(reason)
+	h.cfg.Metrics.StreamClosed(c.transport(), reason)
 	if h.log.Enabled(c.ctx, slog.LevelDebug) {
-		h.log.LogAttrs(context.Background(), slog.LevelDebug, "stream close", slog.String("course", c.req.course),
+		h.log.LogAttrs(context.Background(), slog.LevelDebug, "stream close", slog.Any("courses", c.req.courses),
 			slog.Duration("open", time.Since(c.opened)), slog.String("reason", reason))
 	}
 }
@@ -450,46 +460,124 @@ func (h *Hub) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	httpjson.Error(w, http.StatusServiceUnavailable, "events are unavailable right now; retry")
 }
 
+// subscribe registers one listener per course of the stream. Each
+// listener knows its lane, so an event needs no lookup on the hot path.
+func (c *conn) subscribe(ctx context.Context) error {
+	for i := range c.lanes {
+		l := &c.lanes[i]
+		unsubscribe, err := c.h.broker.Subscribe(ctx, l.course, func(ev *observer.Event) { c.onEvent(l, ev) })
+		if err != nil {
+			return err
+		}
+		l.unsubscribe = unsubscribe
+	}
+	return nil
+}
+
 // request is a parsed and validated subscription request.
 type request struct {
-	course   string
+	courses  []string // one for GET /v1/courses/{courseId}/events
+	ids      idForm
 	types    typefilter.Set
 	coalesce time.Duration
-	// lastID is where the client is; resume says it gave one, badID that
-	// what it gave is not an id of ours (it gets a reset).
-	lastID uint64
-	resume bool
-	badID  bool
+	dispatch dispatch
+	// positions is where the client is, per course it named; resume says
+	// it gave a position, badID that what it gave is not one of ours
+	// (every course gets a reset).
+	positions cursor.Positions
+	resume    bool
+	badID     bool
+}
+
+// idForm is what a stream's id lines hold.
+type idForm uint8
+
+const (
+	// idEvent: the event's own id (a single-course stream).
+	idEvent idForm = iota
+	// idCursor: the stream's cursor, "<courseId>:<seq>" for each of its
+	// courses (a multi-course stream).
+	idCursor
+)
+
+// fallback is where a client refused for want of room polls instead.
+func (req request) fallback() string {
+	if req.ids == idCursor {
+		return "/v1/poll?courses=" + strings.Join(req.courses, ",")
+	}
+	return "/v1/courses/" + req.courses[0] + "/poll"
 }
 
 func parseRequest(r *http.Request) (request, error) {
-	req := request{course: r.PathValue("courseId")}
-	if err := observer.CheckCourseID(req.course); err != nil {
+	course := r.PathValue("courseId")
+	req := request{courses: []string{course}}
+	if err := observer.CheckCourseID(course); err != nil {
 		return req, err
 	}
+	if err := parseOptions(r, &req); err != nil {
+		return req, err
+	}
+	if v := lastEventID(r); v != "" {
+		req.resume = true
+		last, err := observer.ParseID(v)
+		req.badID = err != nil
+		req.positions = cursor.Positions{course: last}
+	}
+	return req, nil
+}
+
+// parseCoursesRequest parses GET /v1/events?courses=...: the course list
+// (1 to cursor.MaxCourses valid ids, else an error: 400), the options, and
+// a cursor to resume from. A Last-Event-ID that is not a cursor is no
+// error (that would stop an EventSource for good): every course is reset.
+func parseCoursesRequest(r *http.Request) (request, error) {
+	var req request
+	courses, err := cursor.ParseCourses(r.URL.Query()["courses"])
+	if err != nil {
+		return req, err
+	}
+	req.courses, req.ids = courses, idCursor
+	if err := parseOptions(r, &req); err != nil {
+		return req, err
+	}
+	if v := lastEventID(r); v != "" {
+		req.resume = true
+		req.positions, err = cursor.Parse(v)
+		req.badID = err != nil
+	}
+	return req, nil
+}
+
+// parseOptions reads what both stream endpoints take: types, coalesce,
+// dispatch.
+func parseOptions(r *http.Request, req *request) error {
 	q := r.URL.Query()
 	var err error
 	if req.types, err = typefilter.Parse(q["types"]); err != nil {
-		return req, err
+		return err
 	}
 	if v := q.Get("coalesce"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxCoalesce {
-			return req, fmt.Errorf("invalid coalesce %.32q: a duration such as 500ms, at most %s", v, MaxCoalesce)
+			return fmt.Errorf("invalid coalesce %.32q: a duration such as 500ms, at most %s", v, MaxCoalesce)
 		}
 		req.coalesce = d
 	}
-	// The header wins: on reconnect the browser sends its latest id there
-	// while the URL still has the id the page started from.
-	v := r.Header.Get("Last-Event-ID")
-	if v == "" {
-		v = q.Get("lastEventId")
-	}
-	if v != "" {
-		req.resume = true
-		if req.lastID, err = observer.ParseID(v); err != nil {
-			req.badID = true
+	if vs, ok := q["dispatch"]; ok {
+		if len(vs) != 1 || vs[0] != "message" {
+			return fmt.Errorf("invalid dispatch %.32q: the only value is message", strings.Join(vs, ","))
 		}
+		req.dispatch = dispatchMessage
 	}
-	return req, nil
+	return nil
+}
+
+// lastEventID is where the client says it is: the header wins, since on
+// reconnect the browser sends its latest id there while the URL still has
+// the id the page started from.
+func lastEventID(r *http.Request) string {
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		return v
+	}
+	return r.URL.Query().Get("lastEventId")
 }

@@ -545,17 +545,32 @@ func TestMetricsCount(t *testing.T) {
 type recorder struct {
 	mu                                         sync.Mutex
 	opened, delivered, replayed, resets, drops int
+	multiOpened, multiDelivered                int // of them, TransportSSEMulti's
 	closed                                     chan string
 }
 
 func newRecorder() *recorder { return &recorder{closed: make(chan string, 100)} }
 
-func (r *recorder) StreamOpened()              { r.mu.Lock(); r.opened++; r.mu.Unlock() }
-func (r *recorder) StreamClosed(reason string) { r.closed <- reason }
-func (r *recorder) Delivered(time.Duration)    { r.mu.Lock(); r.delivered++; r.mu.Unlock() }
-func (r *recorder) Replayed(n int)             { r.mu.Lock(); r.replayed += n; r.mu.Unlock() }
-func (r *recorder) ResetSent()                 { r.mu.Lock(); r.resets++; r.mu.Unlock() }
-func (r *recorder) Dropped(n int)              { r.mu.Lock(); r.drops += n; r.mu.Unlock() }
+func (r *recorder) StreamOpened(t Transport) {
+	r.mu.Lock()
+	r.opened++
+	if t == TransportSSEMulti {
+		r.multiOpened++
+	}
+	r.mu.Unlock()
+}
+func (r *recorder) StreamClosed(_ Transport, reason string) { r.closed <- reason }
+func (r *recorder) Delivered(t Transport, _ time.Duration) {
+	r.mu.Lock()
+	r.delivered++
+	if t == TransportSSEMulti {
+		r.multiDelivered++
+	}
+	r.mu.Unlock()
+}
+func (r *recorder) Replayed(n int) { r.mu.Lock(); r.replayed += n; r.mu.Unlock() }
+func (r *recorder) ResetSent()     { r.mu.Lock(); r.resets++; r.mu.Unlock() }
+func (r *recorder) Dropped(n int)  { r.mu.Lock(); r.drops += n; r.mu.Unlock() }
 
 // TestViaHandlerPath runs the core stream tests through a ResponseWriter
 // that cannot be taken over (HTTP/2, HTTP/1.0): the request goroutine

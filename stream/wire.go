@@ -40,23 +40,42 @@ type headerBuffer struct{ b []byte }
 
 func (h *headerBuffer) Write(p []byte) (int, error) { h.b = append(h.b, p...); return len(p), nil }
 
+// dispatch is how a stream names its course events: dispatchNamed (the
+// default) gives each frame an "event: <type>" line; dispatchMessage
+// (?dispatch=message) leaves it out, so that EventSource dispatches every
+// event as its default "message" (the envelope's type says which it is).
+// Resets and the service's own frames keep their names either way.
+type dispatch uint8
+
+const (
+	dispatchNamed dispatch = iota
+	dispatchMessage
+)
+
 // frame is one live event (or reset notice) as SSE bytes, built once per
 // instance by the first stream of its course that wants it (topic.frameOf)
-// and shared, read-only, by every stream of the course. Its one buffer
-// holds both forms: a reserve for the chunk header, then the SSE frame,
-// then the chunk's CRLF.
-//
-// The frame is "id: <id>\n" followed by the body "event: <type>\ndata:
-// <envelope>\n\n": id() and body() split it there, so that a stream with
-// its own id line (the multi-course cursor) can gather its id with the
-// shared body.
+// and shared, read-only, by every stream of the course. It holds the event
+// in the form of each dispatch: the named one built at once, the unnamed
+// one on first use (so each is still built once per event per instance).
 type frame struct {
-	ev    *observer.Event
+	ev      *observer.Event
+	named   form
+	unnamed atomic.Pointer[form] // dispatchMessage's, on first use
+
+	subject atomic.Pointer[string] // what the event is about (coalescing), on first use
+}
+
+// form is one SSE frame of an event in one buffer: a reserve for the chunk
+// header, then the SSE frame, then the chunk's CRLF.
+//
+// The frame is "id: <id>\n" followed by the body ("event: <type>\ndata:
+// <envelope>\n\n", without the event line for dispatchMessage): id() and
+// body() split it there, so that a stream with its own id line (the
+// multi-course cursor) can gather its id with the shared body.
+type form struct {
 	chunk []byte // "<hex length>\r\n" sse "\r\n": direct streams
 	sse   []byte // the SSE frame: streams through a ResponseWriter
 	idLen int    // sse[:idLen] is the id line
-
-	subject atomic.Pointer[string] // what the event is about (coalescing), on first use
 }
 
 // chunkReserve is room before a frame for its chunk header: up to 16 hex
@@ -65,29 +84,59 @@ const chunkReserve = 18
 
 // newFrame builds ev's frame: a reset notice for a reset event.
 func newFrame(ev *observer.Event) *frame {
-	n := frameLen(ev)
+	f := &frame{ev: ev}
+	f.named = newForm(ev, dispatchNamed)
+	return f
+}
+
+func newForm(ev *observer.Event, d dispatch) form {
+	n := frameLen(ev, d)
 	buf := make([]byte, chunkReserve, chunkReserve+n+2)
-	buf = appendEventFrame(buf, ev)
+	buf = appendEventFrame(buf, ev, d, nil)
 	buf = append(buf, "\r\n"...)
 	sse := buf[chunkReserve : chunkReserve+n : chunkReserve+n]
 	var hdr [chunkReserve]byte
 	h := appendChunkHead(hdr[:0], n)
 	at := chunkReserve - len(h)
 	copy(buf[at:], h)
-	return &frame{ev: ev, chunk: buf[at:], sse: sse, idLen: len("id: \n") + digits(ev.ID)}
+	return form{chunk: buf[at:], sse: sse, idLen: len("id: \n") + digits(ev.ID)}
 }
 
-// id is the frame's id line; body is the rest.
-func (f *frame) id() []byte   { return f.sse[:f.idLen] }
-func (f *frame) body() []byte { return f.sse[f.idLen:] }
-
-// frameLen is the length of ev's SSE frame.
-func frameLen(ev *observer.Event) int {
-	if ev.Reset {
-		return len("id: \nevent: "+observer.TypeReset+"\ndata: {\"courseId\":\"\",\"lastEventId\":\"\"}\n\n") +
-			2*digits(ev.ID) + len(ev.CourseID)
+// form returns the frame in the form of d: a reset has one form only.
+func (f *frame) form(d dispatch) *form {
+	if d == dispatchNamed || f.ev.Reset {
+		return &f.named
 	}
-	return len("id: \nevent: \ndata: \n\n") + digits(ev.ID) + len(ev.Type) + len(ev.JSON)
+	if u := f.unnamed.Load(); u != nil {
+		return u
+	}
+	u := newForm(f.ev, d)
+	f.unnamed.CompareAndSwap(nil, &u)
+	return f.unnamed.Load()
+}
+
+// id is the form's id line; body is the rest; bodyChunk is the body with
+// the chunk's CRLF (what follows a stream's own chunk header and id line).
+func (f *form) id() []byte        { return f.sse[:f.idLen] }
+func (f *form) body() []byte      { return f.sse[f.idLen:] }
+func (f *form) bodyChunk() []byte { return f.chunk[len(f.chunk)-len(f.sse)-2+f.idLen:] }
+
+// frameLen is the length of ev's SSE frame in the form of d, with its
+// numeric id line.
+func frameLen(ev *observer.Event, d dispatch) int {
+	return len("id: \n") + digits(ev.ID) + bodyLen(ev, d)
+}
+
+// bodyLen is the length of ev's frame after its id line.
+func bodyLen(ev *observer.Event, d dispatch) int {
+	if ev.Reset {
+		return len("event: "+observer.TypeReset+"\ndata: {\"courseId\":\"\",\"lastEventId\":\"\"}\n\n") +
+			digits(ev.ID) + len(ev.CourseID)
+	}
+	if d == dispatchMessage {
+		return len("data: \n\n") + len(ev.JSON)
+	}
+	return len("event: \ndata: \n\n") + len(ev.Type) + len(ev.JSON)
 }
 
 func digits(n uint64) int {
@@ -98,35 +147,66 @@ func digits(n uint64) int {
 	return d
 }
 
-// appendEventFrame appends ev's SSE frame to b: a reset notice for a reset
-// event, else "id: <id>\nevent: <type>\ndata: <envelope>\n\n".
-func appendEventFrame(b []byte, ev *observer.Event) []byte {
-	if ev.Reset {
-		return appendReset(b, ev.CourseID, ev.ID)
-	}
+// appendID appends an id line: the stream's own (the multi-course cursor,
+// without "id: " and the line break) when cursor is not nil, else the
+// event's id.
+func appendID(b []byte, id uint64, cursor []byte) []byte {
 	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, ev.ID, 10)
-	b = append(b, "\nevent: "...)
-	b = append(b, ev.Type...)
-	b = append(b, "\ndata: "...)
+	if cursor != nil {
+		b = append(b, cursor...)
+	} else {
+		b = strconv.AppendUint(b, id, 10)
+	}
+	return append(b, '\n')
+}
+
+// appendEventFrame appends ev's SSE frame in the form of d to b: a reset
+// notice for a reset event, else "id: <id>\nevent: <type>\ndata:
+// <envelope>\n\n" (no event line for dispatchMessage). A cursor that is not
+// nil is the id line's value instead of the event's id.
+func appendEventFrame(b []byte, ev *observer.Event, d dispatch, cursor []byte) []byte {
+	if ev.Reset {
+		return appendReset(b, ev.CourseID, ev.ID, cursor)
+	}
+	b = appendID(b, ev.ID, cursor)
+	if d != dispatchMessage {
+		b = append(b, "event: "...)
+		b = append(b, ev.Type...)
+		b = append(b, '\n')
+	}
+	b = append(b, "data: "...)
 	b = append(b, ev.JSON...)
 	return append(b, "\n\n"...)
 }
 
 // appendEventChunk appends ev's frame as one HTTP/1.1 chunk, in place: a
 // replay builds its events straight into its buffer.
-func appendEventChunk(b []byte, ev *observer.Event) []byte {
-	b = appendChunkHead(b, frameLen(ev))
-	b = appendEventFrame(b, ev)
+func appendEventChunk(b []byte, ev *observer.Event, d dispatch, cursor []byte) []byte {
+	n := bodyLen(ev, d) + len("id: \n")
+	if cursor != nil {
+		n += len(cursor)
+	} else {
+		n += digits(ev.ID)
+	}
+	b = appendChunkHead(b, n)
+	b = appendEventFrame(b, ev, d, cursor)
 	return append(b, "\r\n"...)
 }
 
-// appendReset appends a reset notice: the client must refetch everything,
-// then carry on after last.
-func appendReset(b []byte, course string, last uint64) []byte {
-	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, last, 10)
-	b = append(b, "\nevent: "+observer.TypeReset+"\ndata: {\"courseId\":\""...)
+// appendIDChunkHead appends the chunk header of a frame made of a
+// stream's own id line (cursor) and a shared body of n bytes, then that id
+// line: what a multi-course stream writes before the shared bodyChunk.
+func appendIDChunkHead(b []byte, cursor []byte, n int) []byte {
+	b = appendChunkHead(b, len("id: \n")+len(cursor)+n)
+	return appendID(b, 0, cursor)
+}
+
+// appendReset appends a reset notice: the client must refetch everything
+// of course, then carry on after last. Its id line is last, or the
+// stream's cursor when cursor is not nil.
+func appendReset(b []byte, course string, last uint64, cursor []byte) []byte {
+	b = appendID(b, last, cursor)
+	b = append(b, "event: "+observer.TypeReset+"\ndata: {\"courseId\":\""...)
 	b = append(b, course...) // the course id pattern needs no escaping
 	b = append(b, `","lastEventId":"`...)
 	b = strconv.AppendUint(b, last, 10)

@@ -3,32 +3,58 @@ package stream
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
 	"coursestream/observer"
 )
 
-// checkFrame checks both forms of ev's frame, built once (newFrame) and in
-// place (appendEventFrame, appendEventChunk), against the SSE text.
+// checkFrame checks every form of ev's frame, built once (newFrame) and
+// in place (appendEventFrame, appendEventChunk), against the SSE text of
+// its named form: the unnamed form (dispatch=message) is the same without
+// its event: line (a reset keeps it), and a cursor replaces the id line.
 func checkFrame(tb testing.TB, ev *observer.Event, want string) {
 	tb.Helper()
 	f := newFrame(ev)
-	if string(f.sse) != want {
-		tb.Fatalf("frame %q, want %q", f.sse, want)
+	unnamed := want
+	if !ev.Reset {
+		unnamed = regexp.MustCompile("(?m)^event: .*\n").ReplaceAllString(want, "")
 	}
-	if wantChunk := fmt.Sprintf("%x\r\n%s\r\n", len(want), want); string(f.chunk) != wantChunk {
-		tb.Fatalf("chunk %q, want %q", f.chunk, wantChunk)
-	}
-	if string(f.id())+string(f.body()) != want || !strings.HasPrefix(string(f.id()), "id: ") || !strings.HasSuffix(string(f.id()), "\n") ||
-		strings.Count(string(f.id()), "\n") != 1 {
-		tb.Fatalf("id %q and body %q do not split %q after its id line", f.id(), f.body(), want)
-	}
-	if got := appendEventFrame([]byte("x"), ev); string(got) != "x"+want {
-		tb.Fatalf("appendEventFrame %q", got)
-	}
-	if got := appendEventChunk([]byte("x"), ev); string(got) != "x"+string(f.chunk) {
-		tb.Fatalf("appendEventChunk %q, want %q", got, f.chunk)
+	for d, want := range map[dispatch]string{dispatchNamed: want, dispatchMessage: unnamed} {
+		fm := f.form(d)
+		if fm != f.form(d) {
+			tb.Fatalf("dispatch %d: the form was built twice", d)
+		}
+		if string(fm.sse) != want {
+			tb.Fatalf("dispatch %d: frame %q, want %q", d, fm.sse, want)
+		}
+		if wantChunk := fmt.Sprintf("%x\r\n%s\r\n", len(want), want); string(fm.chunk) != wantChunk {
+			tb.Fatalf("dispatch %d: chunk %q, want %q", d, fm.chunk, wantChunk)
+		}
+		if string(fm.id())+string(fm.body()) != want || !strings.HasPrefix(string(fm.id()), "id: ") || !strings.HasSuffix(string(fm.id()), "\n") ||
+			strings.Count(string(fm.id()), "\n") != 1 || string(fm.bodyChunk()) != string(fm.body())+"\r\n" {
+			tb.Fatalf("dispatch %d: id %q and body %q do not split %q after its id line", d, fm.id(), fm.body(), want)
+		}
+		if got := appendEventFrame([]byte("x"), ev, d, nil); string(got) != "x"+want {
+			tb.Fatalf("dispatch %d: appendEventFrame %q", d, got)
+		}
+		if got := appendEventChunk([]byte("x"), ev, d, nil); string(got) != "x"+string(fm.chunk) {
+			tb.Fatalf("dispatch %d: appendEventChunk %q, want %q", d, got, fm.chunk)
+		}
+		// A multi-course stream's frame: its cursor as id, the shared body.
+		cur := []byte("a:1,b:22")
+		withCursor := "id: a:1,b:22\n" + string(fm.body())
+		if got := appendEventFrame(nil, ev, d, cur); string(got) != withCursor {
+			tb.Fatalf("dispatch %d: with a cursor %q, want %q", d, got, withCursor)
+		}
+		chunked := fmt.Sprintf("%x\r\n%s\r\n", len(withCursor), withCursor)
+		if got := appendEventChunk(nil, ev, d, cur); string(got) != chunked {
+			tb.Fatalf("dispatch %d: chunk with a cursor %q, want %q", d, got, chunked)
+		}
+		if got := string(appendIDChunkHead(nil, cur, len(fm.body()))) + string(fm.bodyChunk()); got != chunked {
+			tb.Fatalf("dispatch %d: gathered chunk %q, want %q", d, got, chunked)
+		}
 	}
 }
 

@@ -18,9 +18,12 @@ import (
 // TestBrowser runs the browser tests (web/test/*.test.mjs, node:test with
 // playwright-core) in Debian's headless Chromium against the real binary,
 // and the type checks of the library (TypeScript on its JSDoc and .d.ts):
-// it builds ./cmd/coursestream, starts four servers on free loopback ports
+// it builds ./cmd/coursestream, starts six servers on free loopback ports
 // (one with --max-connections 1 for the 503 fallback, one whose streams end
-// on purpose every 1.2-1.5 s, for planned reconnections) and runs node.
+// on purpose every 1.2-1.5 s, for planned reconnections, one on HTTPS for
+// HTTP/2, and one for the React tests alone, whose /metrics counts their
+// streams) and runs node; react.test.mjs packs the npm package (npm pack)
+// and bundles an app with the esbuild of web/test/react-app.
 // Missing Chromium, node or node_modules skip the test locally and fail it
 // when CI=true; .ci/deps installs them.
 func TestBrowser(t *testing.T) {
@@ -32,6 +35,7 @@ func TestBrowser(t *testing.T) {
 		chromium = "/usr/bin/chromium"
 	}
 	node, nodeErr := exec.LookPath("node")
+	_, npmErr := exec.LookPath("npm") // react.test.mjs: npm pack
 	for _, need := range []struct {
 		what string
 		err  error
@@ -41,6 +45,8 @@ func TestBrowser(t *testing.T) {
 		{"web/test/node_modules (npm ci in web/test)", statErr(filepath.Join("test", "node_modules", "playwright-core", "package.json"))},
 		{"@tanstack/query-core in web/test/node_modules", statErr(filepath.Join("test", "node_modules", "@tanstack", "query-core", "package.json"))},
 		{"typescript in web/test/node_modules", statErr(filepath.Join("test", "node_modules", "typescript", "package.json"))},
+		{"web/test/react-app/node_modules (npm ci in web/test/react-app)", statErr(filepath.Join("test", "react-app", "node_modules", "esbuild", "package.json"))},
+		{"npm", npmErr},
 	} {
 		if need.err != nil {
 			if os.Getenv("CI") == "true" {
@@ -62,6 +68,9 @@ func TestBrowser(t *testing.T) {
 	// share.test.mjs: tokens that expire during the test (HS256, minted by the test with this key).
 	const jwtKey = "browser-test-key-0123456789abcdef"
 	jwt := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms", "--jwt-key", jwtKey)
+	tlsBase := startTLSServer(t, bin) // HTTPS, HTTP/2 by ALPN (tls_test.go)
+	// The React tests' own server: its /metrics counts their streams only.
+	react := startServer(t, bin, "--heartbeat", "1s", "--retry", "500ms")
 
 	files, err := filepath.Glob(filepath.Join("test", "*.test.mjs"))
 	if err != nil || len(files) == 0 {
@@ -70,14 +79,14 @@ func TestBrowser(t *testing.T) {
 	for i, f := range files {
 		files[i] = filepath.Base(f)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute) // a shared, loaded machine
 	defer cancel()
 	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = "test"
 	cmd.Env = append(withoutCoursestreamEnv(os.Environ()),
-		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CHROMIUM="+chromium,
-		"CS_JWT_URL="+jwt, "CS_JWT_KEY="+jwtKey)
+		"CS_BASE_URL="+base, "CS_LIMITED_URL="+limited, "CS_AGED_URL="+aged, "CS_TLS_URL="+tlsBase,
+		"CS_REACT_URL="+react, "CHROMIUM="+chromium, "CS_JWT_URL="+jwt, "CS_JWT_KEY="+jwtKey)
 	if os.Getenv("UPDATE_DEMO_PNG") != "" { // refresh the screenshot checked in as web/demo.png
 		abs, err := filepath.Abs("demo.png")
 		if err != nil {

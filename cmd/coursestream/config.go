@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"coursestream/internal/auth"
 	"coursestream/observer"
 	"coursestream/stream"
 )
@@ -26,12 +28,17 @@ type Config struct {
 	Addr           string
 	RedisURL       string
 	RedisCluster   string
+	RedisSentinel  sentinelFlags // --redis-sentinel, --redis-master, --redis-password
+	RedisWait      int           // --redis-wait-replicas
 	History        int
 	HistoryTTL     time.Duration
 	Heartbeat      time.Duration
 	Retry          time.Duration
 	JWTKey         string
 	JWTKeyFile     string
+	JWTJWKSURL     string
+	JWTIssuer      string
+	JWTAudience    string
 	CORSOrigins    string
 	MaxEventBytes  byteSize
 	MaxConnections int
@@ -44,6 +51,10 @@ type Config struct {
 	LogLevel       string
 	LogFormat      string
 	DebugAddr      string
+	TLSCert        string
+	TLSKey         string
+
+	tls *tls.Config // loaded by validate from TLSCert and TLSKey; nil: plain HTTP
 }
 
 // newServeFlags returns the serve flag set bound to c.
@@ -57,12 +68,17 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL redis://HOST:PORT/DB; empty runs the embedded broker")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "Redis Cluster seed addresses HOST:PORT,HOST:PORT (sharded pub/sub)")
+	c.RedisSentinel.register(fs)
+	fs.IntVar(&c.RedisWait, "redis-wait-replicas", 0, "answer a publish 201 only once this many replicas have the event (Redis WAIT, 1 s; else 503)")
 	fs.IntVar(&c.History, "history", observer.DefaultHistory, "events kept per course for resume and polling")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", observer.DefaultHistoryTTL, "drop a course's history after this long without an event")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", stream.DefaultHeartbeat, "send an SSE comment at least this often")
 	fs.DurationVar(&c.Retry, "retry", stream.DefaultRetry, "reconnection delay told to SSE clients (retry:)")
 	fs.StringVar(&c.JWTKey, "jwt-key", "", "HS256 secret; when set, subscribing, polling and publishing need a token")
 	fs.StringVar(&c.JWTKeyFile, "jwt-key-file", "", "file holding the HS256 secret")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JSON Web Key Set URL of an identity provider; when set, tokens signed RS256, ES256 or EdDSA by its keys are accepted (and required)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, a token's iss must equal it")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, a token's aud must contain it")
 	fs.StringVar(&c.CORSOrigins, "cors-origins", "", "comma-separated origins allowed by CORS (* for any)")
 	c.MaxEventBytes = observer.DefaultMaxEventBytes
 	fs.Var(&c.MaxEventBytes, "max-event-bytes", "largest event envelope accepted, in bytes (64KiB, 1MiB also work)")
@@ -73,10 +89,12 @@ func (c *Config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "end SSE streams after 80-100% of this age so clients reconnect (0: never)")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", stream.DefaultDrainJitter, "streams ended on purpose (shutdown, max age) tell clients to retry after --retry plus up to this")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 8*time.Second, "longest wait for requests to finish on SIGTERM/SIGINT")
-	fs.BoolVar(&c.InsecureOpen, "insecure-open", false, "allow a non-loopback address without --jwt-key (anyone may subscribe and publish)")
+	fs.BoolVar(&c.InsecureOpen, "insecure-open", false, "allow a non-loopback address without --jwt-key or --jwt-jwks-url (anyone may subscribe and publish)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "loopback address for pprof endpoints (empty: off)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain: serve HTTPS (HTTP/2 by ALPN); needs --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 }
 
 // validate checks what flag parsing cannot; the error is one line.
@@ -108,6 +126,13 @@ func (c *Config) validate() error {
 		return errors.New("--jwt-key and --jwt-key-file are exclusive: give one")
 	case c.RedisURL != "" && c.RedisCluster != "":
 		return errors.New("--redis-url and --redis-cluster are exclusive: give one")
+	case c.RedisWait < 0:
+		return fmt.Errorf("--redis-wait-replicas must not be negative, got %d", c.RedisWait)
+	case c.RedisWait > 0 && c.RedisURL == "" && c.RedisCluster == "" && !c.RedisSentinel.given():
+		return errors.New("--redis-wait-replicas needs Redis (--redis-url, --redis-cluster or --redis-sentinel)")
+	}
+	if err := c.RedisSentinel.validate(c.RedisURL, c.RedisCluster); err != nil {
+		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
@@ -145,15 +170,30 @@ func (c *Config) validate() error {
 			return fmt.Errorf("--jwt-key-file %s is empty", c.JWTKeyFile)
 		}
 	}
+	if f := (tlsFiles{cert: c.TLSCert, key: c.TLSKey}); f.enabled() {
+		cfg, err := f.load()
+		if err != nil {
+			return err
+		}
+		c.tls = cfg
+	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.CheckKeySetURL(c.JWTJWKSURL); err != nil {
+			return fmt.Errorf("--jwt-jwks-url %q: want https://HOST/PATH, the identity provider's JSON Web Key Set", c.JWTJWKSURL)
+		}
+	}
+	if c.open() && (c.JWTIssuer != "" || c.JWTAudience != "") {
+		return errors.New("--jwt-issuer and --jwt-audience check tokens: give --jwt-key or --jwt-jwks-url too")
+	}
 	host, _, _ := net.SplitHostPort(c.Addr)
-	if c.JWTKey == "" && !c.InsecureOpen && !isLoopback(host) {
-		return fmt.Errorf("--addr %s is not loopback and no --jwt-key is set: anyone could read and publish; set --jwt-key or pass --insecure-open", c.Addr)
+	if c.open() && !c.InsecureOpen && !isLoopback(host) {
+		return fmt.Errorf("--addr %s is not loopback and neither --jwt-key nor --jwt-jwks-url is set: anyone could read and publish; set one or pass --insecure-open", c.Addr)
 	}
 	return nil
 }
 
 // open reports whether the service runs without authorization.
-func (c *Config) open() bool { return c.JWTKey == "" }
+func (c *Config) open() bool { return c.JWTKey == "" && c.JWTJWKSURL == "" }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {

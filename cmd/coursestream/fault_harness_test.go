@@ -37,7 +37,8 @@ type fleet struct {
 	redis *redistest.Server
 	rdb   *redis.Client
 	args  []string
-	bin   string // the coursestream binary (default: the race build)
+	bin   string   // the coursestream binary (default: the race build)
+	where []string // the Redis flags of an instance; nil: --redis-url of redis
 
 	mu   sync.Mutex
 	live []*server
@@ -62,7 +63,11 @@ func newFleetOf(t *testing.T, bin string, opt redistest.Options, instances int, 
 // add starts one more instance.
 func (f *fleet) add() *server {
 	f.t.Helper()
-	s := startBinary(f.t, f.bin, append([]string{"--redis-url", f.redis.URL()}, f.args...)...)
+	where := f.where
+	if where == nil {
+		where = []string{"--redis-url", f.redis.URL()}
+	}
+	s := startBinary(f.t, f.bin, append(append([]string(nil), where...), f.args...)...)
 	f.mu.Lock()
 	f.live = append(f.live, s)
 	f.mu.Unlock()

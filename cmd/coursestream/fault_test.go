@@ -135,6 +135,7 @@ func (l *load) waitDelivered(n uint64) {
 func TestFaultPubSubKilled(t *testing.T) {
 	f := newFleet(t, redistest.Options{}, 2)
 	l := startLoad(t, f, "pubsub", loadSpec{courses: 2, watchers: 15, pollers: 2, every: 10 * time.Millisecond})
+	defer watchMulti(t, l, "1 pub/sub connection killed every 200 ms", 3)()
 	l.waitDelivered(5)
 	for range 30 { // every 200 ms for 6 s
 		if err := f.rdb.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
@@ -213,6 +214,7 @@ func waitReady(t *testing.T, f *fleet) {
 func TestFaultInstanceKilled(t *testing.T) {
 	f := newFleet(t, redistest.Options{}, 2)
 	l := startLoad(t, f, "sigkill", loadSpec{courses: 2, watchers: 20, pollers: 2, every: 10 * time.Millisecond})
+	defer watchMulti(t, l, "3 one of two instances SIGKILLed", 3)()
 	l.waitDelivered(5)
 	victim := f.live[0]
 	f.drop(victim)

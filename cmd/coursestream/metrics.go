@@ -19,9 +19,9 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	connections    *prometheus.GaugeVec   // transport: sse, longpoll
+	connections    *prometheus.GaugeVec   // transport: sse, sse-multi, longpoll
 	received       prometheus.Counter     // events entering this instance's fan-out
-	delivered      *prometheus.CounterVec // transport: sse, poll
+	delivered      *prometheus.CounterVec // transport: sse, sse-multi, poll
 	dropped        prometheus.Counter
 	malformed      *prometheus.CounterVec // kind
 	replayed       prometheus.Counter
@@ -32,10 +32,13 @@ type metrics struct {
 	deliveryLag    prometheus.Histogram
 	reconnects     prometheus.Counter
 	recovered      prometheus.Counter
+	canaryRTT      prometheus.Histogram
 
 	// Children resolved once: the hot paths skip the label lookup.
 	sseConns, longPolls     prometheus.Gauge
 	sseDelivered, pollDeliv prometheus.Counter
+	multiConns              prometheus.Gauge   // transport="sse-multi"
+	multiDelivered          prometheus.Counter // transport="sse-multi"
 }
 
 var (
@@ -74,6 +77,9 @@ func newMetrics() *metrics {
 		Help: "Redis pub/sub reconnections."})
 	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{Name: "coursestream_recovered_events_total",
 		Help: "Events read back from Redis history to fill gaps in pub/sub delivery."})
+	m.canaryRTT = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coursestream_redis_canary_seconds",
+		Help:    "Round trip of the readiness canary: PUBLISH through Redis to its arrival on this instance's pub/sub connection.",
+		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)})
 	// The build, as Prometheus exporters show theirs: a gauge at 1 whose
 	// labels are the facts (join on it to tell versions apart in a rollout).
 	bi := readBuildInfo()
@@ -82,13 +88,15 @@ func newMetrics() *metrics {
 		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion}})
 	build.Set(1)
 	for _, c := range []prometheus.Collector{build, m.connections, m.received, m.delivered, m.dropped, m.malformed, m.replayed,
-		m.resets, m.closed, m.polls, m.publishLatency, m.deliveryLag, m.reconnects, m.recovered,
+		m.resets, m.closed, m.polls, m.publishLatency, m.deliveryLag, m.reconnects, m.recovered, m.canaryRTT,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	// Series that exist before their first event, so dashboards see zeros.
 	m.sseConns, m.longPolls = m.connections.WithLabelValues("sse"), m.connections.WithLabelValues("longpoll")
 	m.sseDelivered, m.pollDeliv = m.delivered.WithLabelValues("sse"), m.delivered.WithLabelValues("poll")
+	m.multiConns = m.connections.WithLabelValues(string(stream.TransportSSEMulti))
+	m.multiDelivered = m.delivered.WithLabelValues(string(stream.TransportSSEMulti))
 	for _, kind := range observer.MalformedKinds {
 		m.malformed.WithLabelValues(kind)
 	}
@@ -102,22 +110,35 @@ func (m *metrics) Handler() http.Handler {
 
 // observer.Metrics
 
-func (m *metrics) Received()                 { m.received.Inc() }
-func (m *metrics) Malformed(kind string)     { m.malformed.WithLabelValues(kind).Inc() }
-func (m *metrics) Published(d time.Duration) { m.publishLatency.Observe(d.Seconds()) }
-func (m *metrics) Reconnected()              { m.reconnects.Inc() }
-func (m *metrics) Recovered(n int)           { m.recovered.Add(float64(n)) }
+func (m *metrics) Received()                       { m.received.Inc() }
+func (m *metrics) Malformed(kind string)           { m.malformed.WithLabelValues(kind).Inc() }
+func (m *metrics) Published(d time.Duration)       { m.publishLatency.Observe(d.Seconds()) }
+func (m *metrics) Reconnected()                    { m.reconnects.Inc() }
+func (m *metrics) Recovered(n int)                 { m.recovered.Add(float64(n)) }
+func (m *metrics) CanaryRoundTrip(d time.Duration) { m.canaryRTT.Observe(d.Seconds()) }
 
 // stream.Metrics
 
-func (m *metrics) StreamOpened() { m.sseConns.Inc() }
-func (m *metrics) StreamClosed(reason string) {
-	m.sseConns.Dec()
+func (m *metrics) StreamOpened(t stream.Transport) { m.streamConns(t).Inc() }
+func (m *metrics) StreamClosed(t stream.Transport, reason string) {
+	m.streamConns(t).Dec()
 	m.closed.WithLabelValues(reason).Inc()
 }
-func (m *metrics) Delivered(lag time.Duration) {
-	m.sseDelivered.Inc()
+func (m *metrics) Delivered(t stream.Transport, lag time.Duration) {
+	if t == stream.TransportSSEMulti {
+		m.multiDelivered.Inc()
+	} else {
+		m.sseDelivered.Inc()
+	}
 	m.deliveryLag.Observe(lag.Seconds())
+}
+
+// streamConns is the open-streams gauge of t.
+func (m *metrics) streamConns(t stream.Transport) prometheus.Gauge {
+	if t == stream.TransportSSEMulti {
+		return m.multiConns
+	}
+	return m.sseConns
 }
 func (m *metrics) Replayed(n int) { m.replayed.Add(float64(n)) }
 func (m *metrics) ResetSent()     { m.resets.Inc() }

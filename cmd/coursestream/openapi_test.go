@@ -51,6 +51,8 @@ var notExercised = map[string]string{
 	"POST /v1/courses/{courseId}/events 503": "the broker down: Redis gone (fault suite)",
 	"GET /v1/courses/{courseId}/poll 503":    "the broker down: Redis gone (fault suite)",
 	"HEAD /v1/courses/{courseId}/poll 503":   "the broker down: Redis gone (fault suite)",
+	"GET /v1/poll 503":                       "the broker down: Redis gone (fault suite)",
+	"HEAD /v1/poll 503":                      "the broker down: Redis gone (fault suite)",
 	"GET /readyz 503":                        "starting, shutting down or Redis gone (ops and fault tests)",
 	"HEAD /readyz 503":                       "starting, shutting down or Redis gone (ops and fault tests)",
 }
@@ -125,6 +127,32 @@ func TestOpenAPIHoldsToTheServer(t *testing.T) {
 		apiCase{op: "GET " + events, srv: keyed, path: "/v1/courses/c-keyed/events", header: bearer(subTok), status: 503,
 			check: wantJSON(`{"error":"*","fallback":"/v1/courses/c-keyed/poll"}`)},
 	)
+	// Several courses on one stream, and unnamed dispatch.
+	const multi = "/v1/events"
+	add(
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open,c-none", header: map[string]string{"Last-Event-ID": "c-open:1"}, status: 200,
+			sse: func(f []sseFrame) bool { return countEvents(f) == 2 }, check: wantFrame("id: c-open:2,c-none:0\nevent: video-update-complete\n")},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open&lastEventId=c-open:99&dispatch=message", status: 200,
+			sse: func(f []sseFrame) bool { return len(f) >= 2 }, check: wantFrame("id: c-open:3\nevent: reset\n")},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open&dispatch=message", header: map[string]string{"Last-Event-ID": "c-open:2"}, status: 200,
+			sse: func(f []sseFrame) bool { return len(f) >= 2 }, check: wantFrame("id: c-open:3\ndata: ")},
+		apiCase{op: "GET " + events, srv: open, path: "/v1/courses/c-open/events?dispatch=message&lastEventId=2", status: 200,
+			sse: func(f []sseFrame) bool { return len(f) >= 2 }, check: wantFrame("id: 3\ndata: ")},
+		apiCase{op: "GET " + events, srv: open, path: "/v1/courses/c-open/events?dispatch=named", status: 400, refused: true},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open&dispatch=named", status: 400, refused: true},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events", status: 400, refused: true},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open,,x", status: 400, refused: true},
+		apiCase{op: "GET " + multi, srv: open, path: "/v1/events?courses=c-open,.bad", status: 400},
+		apiCase{op: "GET " + multi, srv: keyed, path: "/v1/events?courses=c-keyed", status: 401},
+		apiCase{op: "GET " + multi, srv: keyed, path: "/v1/events?courses=c-keyed,other", header: bearer(subTok), status: 403,
+			check: func(t *testing.T, _ http.Header, body []byte) {
+				if !bytes.Contains(body, []byte(`course other`)) {
+					t.Errorf("403 body %s does not name the refused course", body)
+				}
+			}},
+		apiCase{op: "GET " + multi, srv: keyed, path: "/v1/events?courses=c-keyed", header: bearer(subTok), status: 503,
+			check: wantJSON(`{"error":"*","fallback":"/v1/poll?courses=c-keyed"}`)},
+	)
 	// Polling.
 	add(
 		apiCase{op: "GET " + poll, srv: open, path: "/v1/courses/c-open/poll?after=1", status: 200,
@@ -151,6 +179,7 @@ func TestOpenAPIHoldsToTheServer(t *testing.T) {
 		apiCase{op: "HEAD " + poll, srv: keyed, path: "/v1/courses/c-keyed/poll", status: 401},
 		apiCase{op: "HEAD " + poll, srv: keyed, path: "/v1/courses/c-keyed/poll?token=" + otherTok, status: 403},
 	)
+	add(multiPollAPICases(open, keyed, subTok, otherTok)...)
 	// Operations and files.
 	for _, m := range []string{"GET", "HEAD"} {
 		add(
@@ -407,6 +436,8 @@ func (api *openAPI) checkFrames(t *testing.T, frames []sseFrame) {
 		return regexp.MustCompile(`^` + re + `$`).MatchString(strings.Join(f, "\n"))
 	}
 	const seq = `[0-9]{1,20}`
+	const cursor = `[A-Za-z0-9][^,:\n]*:` + seq + `(,[A-Za-z0-9][^,:\n]*:` + seq + `)*` // a multi-course stream's id
+	const anyID = `(` + seq + `|` + cursor + `)`
 	for i, f := range frames {
 		switch {
 		case i == 0:
@@ -414,23 +445,26 @@ func (api *openAPI) checkFrames(t *testing.T, frames []sseFrame) {
 				t.Errorf("the first frame is %q, want retry: <ms>", f)
 			}
 		case is(f, `(:.*\n?)+`): // comments
-		case is(f, `id: `+seq+`\nevent: reset\ndata: .*`):
+		case is(f, `id: `+anyID+`\nevent: reset\ndata: .*`):
 			data, _ := f.field("data")
 			id, _ := f.field("id")
 			api.checkData(t, "ResetData", data)
-			if !strings.Contains(data, `"lastEventId":"`+id+`"`) {
+			var reset struct{ CourseID, LastEventID string }
+			_ = json.Unmarshal([]byte(data), &reset)
+			if !strings.Contains(data, `"lastEventId":"`+id+`"`) && !slices.Contains(strings.Split(id, ","), reset.CourseID+":"+reset.LastEventID) {
 				t.Errorf("reset frame %q: data does not carry its id", f)
 			}
 		case is(f, `:.*\nevent: coursestream:drain\ndata: .*\nretry: [0-9]+`):
 			data, _ := f.field("data")
 			api.checkData(t, "DrainData", data)
-		case is(f, `id: `+seq+`\nevent: [a-z0-9][a-z0-9._-]{0,63}\ndata: .*`):
+		case is(f, `id: `+anyID+`\n(event: [a-z0-9][a-z0-9._-]{0,63}\n)?data: .*`):
 			data, _ := f.field("data")
 			id, _ := f.field("id")
-			typ, _ := f.field("event")
+			typ, named := f.field("event")
 			api.checkData(t, "Envelope", data)
-			var env struct{ ID, Type string }
-			if json.Unmarshal([]byte(data), &env) != nil || env.ID != id || env.Type != typ {
+			var env struct{ ID, Type, CourseID string }
+			if json.Unmarshal([]byte(data), &env) != nil || env.ID != id && !slices.Contains(strings.Split(id, ","), env.CourseID+":"+env.ID) ||
+				named && env.Type != typ {
 				t.Errorf("event frame %q: the envelope's id and type are not the frame's", f)
 			}
 		default:

@@ -25,6 +25,7 @@ type publishConfig struct {
 	Server      string
 	Token       string
 	RedisURL    string
+	Sentinel    sentinelFlags
 	Timeout     time.Duration
 }
 
@@ -36,6 +37,7 @@ func (c *publishConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Server, "server", "http://127.0.0.1:8080", "coursestream server to publish to over HTTP (embedded broker)")
 	fs.StringVar(&c.Token, "token", "", "bearer token with the publish claim, when the server has --jwt-key")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "publish straight into Redis with FCALL instead of over HTTP")
+	c.Sentinel.register(fs)
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "give up after this long")
 }
 
@@ -61,6 +63,9 @@ func publish(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	case cfg.Timeout <= 0:
 		return usagef("--timeout must be positive, got %s", cfg.Timeout)
 	}
+	if err := cfg.Sentinel.validate(cfg.RedisURL, ""); err != nil {
+		return usageError{err}
+	}
 	if _, err := msg.Normalize(); err != nil { // the same checks the server makes, before sending
 		return usageError{err}
 	}
@@ -68,7 +73,7 @@ func publish(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	defer cancel()
 	var id string
 	var err error
-	if cfg.RedisURL != "" {
+	if cfg.RedisURL != "" || cfg.Sentinel.given() {
 		id, err = publishRedis(ctx, cfg, msg)
 	} else {
 		id, err = publishHTTP(ctx, cfg, msg)

@@ -20,10 +20,16 @@ import (
 func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
 	rc := observer.RedisConfig{
 		History: cfg.History, HistoryTTL: cfg.HistoryTTL, MaxEventBytes: int(cfg.MaxEventBytes),
-		Logger: log, Metrics: m,
+		WaitReplicas: cfg.RedisWait, Logger: log, Metrics: m,
 	}
 	mode := "redis"
 	switch {
+	case cfg.RedisSentinel.given():
+		s, err := cfg.RedisSentinel.config()
+		if err != nil {
+			return nil, "", usageError{err}
+		}
+		rc.Sentinel, mode = s, "redis-sentinel"
 	case cfg.RedisCluster != "":
 		for a := range strings.SplitSeq(cfg.RedisCluster, ",") {
 			a = strings.TrimSpace(a)
@@ -57,7 +63,7 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 	}
 	r, err := observer.NewRedis(rc)
 	if err != nil {
-		return nil, "", usagef("--redis-url: %v", err)
+		return nil, "", usageError{err}
 	}
 	return r, mode, nil
 }
@@ -66,13 +72,9 @@ func newRedisBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, s
 // and returns the id. A refusal by the function (ERR coursestream: ...) is
 // the caller's error: exit status 2, one line.
 func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) (string, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
+	rdb, where, err := publishClient(ctx, cfg)
 	if err != nil {
-		return "", usagef("--redis-url %q: want redis://HOST:PORT/DB", cfg.RedisURL)
-	}
-	rdb, err := observer.NewClient(ctx, cfg.RedisURL)
-	if err != nil {
-		return "", usageError{err}
+		return "", err
 	}
 	defer rdb.Close()
 	id, err := observer.PublishFCALL(ctx, rdb, msg)
@@ -83,9 +85,35 @@ func publishRedis(ctx context.Context, cfg publishConfig, msg observer.Message) 
 				return "", usageError{err}
 			}
 		}
-		return "", fmt.Errorf("publish to Redis %s: %w", opt.Addr, err) // not the URL: it may hold a password
+		return "", fmt.Errorf("publish to Redis %s: %w", where, err) // not the URL: it may hold a password
 	}
 	return strconv.FormatUint(id, 10), nil
+}
+
+// publishClient is the client publish --redis-url or --redis-sentinel
+// uses, and where it publishes, for messages (never the URL: it may hold a
+// password).
+func publishClient(ctx context.Context, cfg publishConfig) (redis.UniversalClient, string, error) {
+	if cfg.Sentinel.given() {
+		s, err := cfg.Sentinel.config()
+		if err != nil {
+			return nil, "", usageError{err}
+		}
+		rdb, err := observer.NewSentinelClient(s)
+		if err != nil {
+			return nil, "", usageError{err}
+		}
+		return rdb, "master " + s.Master + " of sentinels " + strings.Join(s.Addrs, ","), nil
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, "", usagef("--redis-url %q: want redis://HOST:PORT/DB", cfg.RedisURL)
+	}
+	rdb, err := observer.NewClient(ctx, cfg.RedisURL)
+	if err != nil {
+		return nil, "", usageError{err}
+	}
+	return rdb, opt.Addr, nil
 }
 
 // goRedisLog sends go-redis' own messages to the service log: a message

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -67,13 +68,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	pub := stream.NewPublisher(b, stream.PublishConfig{MaxEventBytes: int(cfg.MaxEventBytes), Logger: log})
 	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Metrics: m, Logger: log})
 	var authz *auth.Authorizer
+	var keys *auth.KeySet
+	var checks []observer.Readiness
 	if !cfg.open() {
-		authz = auth.New([]byte(cfg.JWTKey), nil)
+		if authz, keys, err = newAuthorizer(cfg, log); err != nil {
+			return err
+		}
+		checks = append(checks, authz) // ready once its key set is fetched
 	}
 
 	var ready atomic.Bool
 	handler := routes(routeDeps{log: log, broker: b, hub: hub, pub: pub, poll: poll, ready: &ready,
-		metrics: m, auth: authz, cors: splitList(cfg.CORSOrigins)})
+		metrics: m, auth: authz, checks: checks, cors: splitList(cfg.CORSOrigins)})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -85,13 +91,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         unused.track,
+		ConnState:         unused.track, // the *tls.Conn with TLS, as net/http's HTTP/2 server reports it too
+		TLSConfig:         cfg.tls,
+		// An HTTP/2 connection that takes no bytes for 15 s is closed with
+		// every stream on it: the bound the HTTP/1.1 path puts on a stalled
+		// socket (a stalled stream alone is cut by the hub).
+		HTTP2: &http.HTTP2Config{WriteByteTimeout: stream.DefaultWriteTimeout},
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return b.Run(gctx) })
+	if keys != nil {
+		g.Go(func() error { return keys.Run(gctx) }) // fetches and refreshes the key set until the end
+	}
 	// The hub's workers write the streams' final frames at shutdown: they
 	// stop after the streams, not with the first background task to fail.
 	hubCtx, stopHub := context.WithCancel(context.Background())
@@ -102,11 +116,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		g.Go(func() error { return serveDebug(gctx, cfg.DebugAddr, log) })
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if cfg.tls != nil {
+			served <- srv.ServeTLS(ln, "", "") // the key pair is in TLSConfig; ServeTLS offers h2 by ALPN
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 
 	ready.Store(true)
 	log.Info("coursestream listening", slog.String("addr", ln.Addr().String()), slog.String("broker", mode),
-		slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
+		slog.Bool("tls", cfg.tls != nil), slog.Bool("open", cfg.open()), slog.String("version", version()), slog.String("revision", readBuildInfo().Revision))
 
 	var runErr error
 	select {
@@ -156,6 +176,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	return runErr
 }
 
+// newAuthorizer returns the Authorizer of cfg's keys, and its key set
+// when --jwt-jwks-url is given (to be run).
+func newAuthorizer(cfg Config, log *slog.Logger) (*auth.Authorizer, *auth.KeySet, error) {
+	o := auth.Options{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	if cfg.JWTKey != "" {
+		o.Key = []byte(cfg.JWTKey)
+	}
+	if cfg.JWTJWKSURL != "" {
+		if u, err := url.Parse(cfg.JWTJWKSURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			log.Warn("the --jwt-jwks-url is plain http: whoever can alter that traffic can make tokens the service accepts; use https",
+				slog.String("url", cfg.JWTJWKSURL))
+		}
+		var err error
+		if o.KeySet, err = auth.NewKeySet(auth.KeySetConfig{URL: cfg.JWTJWKSURL, Logger: log}); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	a, err := auth.NewAuthorizer(o)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return a, o.KeySet, nil
+}
+
 func newLogger(w io.Writer, cfg Config) *slog.Logger {
 	level, _ := parseLevel(cfg.LogLevel) // validated
 	opts := &slog.HandlerOptions{Level: level}
@@ -166,7 +210,7 @@ func newLogger(w io.Writer, cfg Config) *slog.Logger {
 }
 
 func newBroker(cfg Config, log *slog.Logger, m observer.Metrics) (broker, string, error) {
-	if cfg.RedisURL != "" || cfg.RedisCluster != "" {
+	if cfg.RedisURL != "" || cfg.RedisCluster != "" || cfg.RedisSentinel.given() {
 		return newRedisBroker(cfg, log, m)
 	}
 	return observer.NewMemory(observer.MemoryConfig{
@@ -183,8 +227,9 @@ type routeDeps struct {
 	poll    *poller.Poller
 	ready   *atomic.Bool
 	metrics *metrics
-	auth    *auth.Authorizer // nil: open dev mode
-	cors    []string         // allowed origins; none: no CORS
+	auth    *auth.Authorizer     // nil: open dev mode
+	checks  []observer.Readiness // besides the broker's, what /readyz waits for
+	cors    []string             // allowed origins; none: no CORS
 }
 
 // routes is the HTTP surface of the contract.
@@ -224,8 +269,12 @@ func routes(d routeDeps) http.Handler {
 			httpjson.Error(w, http.StatusServiceUnavailable, "not ready: starting or shutting down")
 			return
 		}
+		checks := d.checks
 		if rd, ok := b.(observer.Readiness); ok {
-			if err := rd.Ready(r.Context()); err != nil {
+			checks = append([]observer.Readiness{rd}, checks...)
+		}
+		for _, c := range checks {
+			if err := c.Ready(r.Context()); err != nil {
 				httpjson.Error(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 				return
 			}
@@ -241,9 +290,13 @@ func routes(d routeDeps) http.Handler {
 	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe, nil), auth.Middleware(d.auth, auth.Publish, nil)
 	streams := auth.Middleware(d.auth, auth.Subscribe, stream.WithExpiry)
 	r.With(streams).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
+	r.With(coursesAuth(d.auth, auth.Subscribe, stream.WithExpiry)).Get("/v1/events", d.hub.ServeCourses)
 	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
 	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 	r.With(subscribe).Head("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
+	polls := coursesAuth(d.auth, auth.Subscribe, nil)
+	r.With(polls).Get("/v1/poll", d.poll.ServeCourses)
+	r.With(polls).Head("/v1/poll", d.poll.ServeCourses)
 
 	files := web.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found: "+r.URL.Path)

@@ -20,6 +20,8 @@ type tokenConfig struct {
 	TTL        time.Duration
 	JWTKey     string
 	JWTKeyFile string
+	Issuer     string
+	Audience   string
 }
 
 func (c *tokenConfig) register(fs *flag.FlagSet) {
@@ -28,6 +30,8 @@ func (c *tokenConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TTL, "ttl", time.Hour, "lifetime of the token")
 	fs.StringVar(&c.JWTKey, "jwt-key", "", "HS256 secret, the server's --jwt-key")
 	fs.StringVar(&c.JWTKeyFile, "jwt-key-file", "", "file holding the HS256 secret")
+	fs.StringVar(&c.Issuer, "jwt-issuer", "", "iss of the token, the server's --jwt-issuer")
+	fs.StringVar(&c.Audience, "jwt-audience", "", "aud of the token, the server's --jwt-audience")
 }
 
 // token mints a JWT with the configured key and prints it.
@@ -68,7 +72,11 @@ func token(args []string, stdout, _ io.Writer, getenv func(string) string) error
 	if cfg.TTL <= 0 {
 		return usagef("--ttl must be positive, got %s", cfg.TTL)
 	}
-	tok, err := auth.New([]byte(key), nil).Mint(courses, cfg.Publish, cfg.TTL)
+	a, err := auth.NewAuthorizer(auth.Options{Key: []byte(key), Issuer: cfg.Issuer, Audience: cfg.Audience})
+	if err != nil {
+		return err
+	}
+	tok, err := a.Mint(courses, cfg.Publish, cfg.TTL)
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,32 @@ func TestSmallLoadRun(t *testing.T) {
 	}
 }
 
+// TestSmallMultiCourseLoadRun: 200 clients, each on one stream of 4 of
+// 10 courses: every client gets each of its courses' events exactly once
+// and in order.
+func TestSmallMultiCourseLoadRun(t *testing.T) {
+	url, pid := startServer(t)
+	c := config{
+		Server: url, Clients: 200, Courses: 10, PerStream: 4, Ramp: 2000, Events: 100, Rate: 200, Payload: 64,
+		Publish: "http", PID: pid, Timeout: time.Minute, Settle: 200 * time.Millisecond, Drain: 20 * time.Second,
+		Concurrency: 4, CoursePfx: "multi-",
+	}
+	if err := c.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	rep, err := runSSE(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.print(os.Stdout, false)
+	if rep.Connected != 200 || rep.Published != 100 || rep.Expected != 200*4*100/10 ||
+		rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.Received != rep.Expected {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
 func TestSmallPollRun(t *testing.T) {
 	url, _ := startServer(t)
 	c := config{

@@ -9,6 +9,7 @@
 //	csload poll  [flags]   ETag pollers + publisher
 //	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
+//	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
 //
 // It targets loopback only unless --allow-remote, and every run ends by
 // itself (--timeout).
@@ -49,6 +50,7 @@ type config struct {
 	Server      string
 	Clients     int
 	Courses     int
+	PerStream   int // courses per SSE stream: above 1, GET /v1/events?courses=
 	Ramp        int // connections per second
 	Events      int
 	Rate        float64 // events per second, all courses together
@@ -70,6 +72,7 @@ type config struct {
 	Cycle       time.Duration
 	Reconnect   bool
 	Pipeline    int
+	Proto       string // idle: h1, h1tls or h2
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -78,6 +81,7 @@ modes:
   poll   --clients pollers with ETags every --poll-every; publish; report lost, duplicates, requests/s
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
+  idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
 flags:
 `
 
@@ -87,9 +91,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		mode, args = args[0], args[1:]
 	}
 	switch mode {
-	case "sse", "poll", "soak", "floor":
+	case "sse", "poll", "soak", "floor", "idle":
 	default:
-		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak or floor", mode)}
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor or idle", mode)}
 	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
@@ -101,6 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&c.Reconnect, "reconnect", false, "clients come back with Last-Event-ID when their stream ends (to the next --server)")
 	fs.IntVar(&c.Clients, "clients", 1000, "SSE clients (sse) or pollers (poll)")
 	fs.IntVar(&c.Courses, "courses", 1, "courses the clients spread over")
+	fs.IntVar(&c.PerStream, "courses-per-stream", 1, "sse: courses per stream (above 1, one multi-course stream /v1/events?courses= per client)")
 	fs.IntVar(&c.Ramp, "ramp", 2000, "new connections per second")
 	fs.IntVar(&c.Events, "events", 100, "events to publish")
 	fs.Float64Var(&c.Rate, "rate", 100, "events per second (all courses)")
@@ -121,6 +126,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
+	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -147,6 +153,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep, err = runPoll(ctx, c)
 	case "soak":
 		rep, err = runSoak(ctx, c, out)
+	case "idle":
+		rep, err = runIdle(ctx, c)
 	}
 	if rep != nil {
 		rep.print(out, c.JSON)
@@ -169,9 +177,14 @@ func (c *config) check() error {
 			return fmt.Errorf("--server %s is not loopback; pass --allow-remote to load another machine", u)
 		}
 	}
+	if c.PerStream == 0 {
+		c.PerStream = 1
+	}
 	switch {
 	case c.Clients < 1 || c.Courses < 1 || c.Courses > c.Clients:
 		return errors.New("want --clients >= --courses >= 1")
+	case c.PerStream < 1 || c.PerStream > c.Courses || c.PerStream > 64:
+		return errors.New("want 1 <= --courses-per-stream <= --courses (and at most 64)")
 	case c.Ramp < 1 || c.Rate <= 0 || c.Events < 0 || c.Concurrency < 1:
 		return errors.New("want --ramp, --rate, --publishers positive and --events >= 0")
 	case c.Publish != "http" && c.Publish != "fcall":

@@ -15,6 +15,7 @@ import (
 type report struct {
 	Mode          string  `json:"mode"`
 	Clients       int     `json:"clients"`
+	PerStream     int     `json:"coursesPerStream,omitempty"`
 	Courses       int     `json:"courses"`
 	Events        int     `json:"events"`
 	Rate          float64 `json:"rate"`
@@ -67,6 +68,9 @@ func (r *report) print(w io.Writer, asJSON bool) {
 	}
 	fmt.Fprintf(w, "mode %s: %d clients over %d courses, %d events at %.0f/s (%d B padding, %s)\n",
 		r.Mode, r.Clients, r.Courses, r.Events, r.Rate, r.Payload, r.Publish)
+	if r.PerStream > 1 {
+		fmt.Fprintf(w, "each client: one stream of %d courses (/v1/events?courses=)\n", r.PerStream)
+	}
 	fmt.Fprintf(w, "connections: %d ok, %d failed in %.1fs; connect p50 %s p99 %s\n",
 		r.Connected, r.ConnectFailed, r.ConnectSeconds, ms(r.ConnectP50), ms(r.ConnectP99))
 	fmt.Fprintf(w, "published %d in %.1fs; deliveries expected %d, received %d\n", r.Published, r.PublishSeconds, r.Expected, r.Received)

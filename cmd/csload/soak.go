@@ -35,7 +35,7 @@ func runSoak(ctx context.Context, c config, out io.Writer) (*report, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cl := &client{course: prefix + strconv.Itoa(i%c.Courses), cfg: &c, bases: bases, done: make(chan struct{})}
+				cl := &client{courses: []string{prefix + strconv.Itoa(i%c.Courses)}, last: make([]uint64, 1), cfg: &c, bases: bases, done: make(chan struct{})}
 				cl.expect = perCycle / c.Courses
 				if i%c.Courses < perCycle%c.Courses {
 					cl.expect++

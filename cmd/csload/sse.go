@@ -18,23 +18,25 @@ import (
 	"time"
 )
 
-// client is one SSE subscriber. It checks its ids as they come: each must
-// be the previous one plus one (the publisher is the only writer of its
-// course during a run), or follow a reset.
+// client is one SSE subscriber, of one course or (--courses-per-stream)
+// of several on one multi-course stream. It checks its ids as they come:
+// each course's must be the previous one plus one (the publisher is the
+// only writer of its course during a run), or follow a reset.
 //
 // With --reconnect it behaves like a browser with the library: when its
 // stream ends it comes back with Last-Event-ID after the delay the drain
 // frame gave, or a full-jitter backoff, to the next server of --server.
 type client struct {
-	course string
-	cfg    *config
-	bases  []*url.URL
-	storm  *storm
+	courses []string // one: the course's own stream; more: /v1/events?courses=
+	index   []int    // the courses' numbers in the run
+	cfg     *config
+	bases   []*url.URL
+	storm   *storm
 
 	mu         sync.Mutex
 	conn       net.Conn
-	server     int    // index in bases of the current connection
-	last       uint64 // last id seen; 0 before the first
+	server     int      // index in bases of the current connection
+	last       []uint64 // last id seen per course; 0 before the first
 	received   int
 	duplicates int
 	outOfOrder int
@@ -79,14 +81,17 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 	if err != nil {
 		return 0, nil, err
 	}
-	path := "/v1/courses/" + c.course + "/events"
+	path, sep := "/v1/courses/"+c.courses[0]+"/events", "?"
+	if len(c.courses) > 1 {
+		path, sep = "/v1/events?courses="+strings.Join(c.courses, ","), "&"
+	}
 	if c.cfg.Token != "" {
-		path += "?token=" + url.QueryEscape(c.cfg.Token)
+		path += sep + "token=" + url.QueryEscape(c.cfg.Token)
 	}
 	resume := ""
 	if c.cfg.Reconnect {
 		c.mu.Lock()
-		resume = "Last-Event-ID: " + strconv.FormatUint(c.last, 10) + "\r\n"
+		resume = "Last-Event-ID: " + c.cursor() + "\r\n"
 		c.mu.Unlock()
 	}
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, base.Host, resume); err != nil {
@@ -119,6 +124,46 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 		conn.Close()
 	}
 	return time.Since(start), body, nil
+}
+
+// cursor is where the client is: the last id of its course, or the
+// multi-course cursor. c.mu is held.
+func (c *client) cursor() string {
+	if len(c.courses) == 1 {
+		return strconv.FormatUint(c.last[0], 10)
+	}
+	var b []byte
+	for i, course := range c.courses {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, course...)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, c.last[i], 10)
+	}
+	return string(b)
+}
+
+// lane is the place in c.courses of the course an envelope names.
+func (c *client) lane(data []byte) int {
+	if len(c.courses) == 1 {
+		return 0
+	}
+	i := bytes.Index(data, []byte(`"courseId":"`))
+	if i < 0 {
+		return -1
+	}
+	rest := data[i+len(`"courseId":"`):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return -1
+	}
+	for k, course := range c.courses {
+		if course == string(rest[:j]) {
+			return k
+		}
+	}
+	return -1
 }
 
 // run reads the stream, and with --reconnect comes back until ctx ends or
@@ -214,27 +259,30 @@ func (c *client) read(r *bufio.Reader) time.Duration {
 			var d struct{ LastEventID string }
 			_ = json.Unmarshal(data, &d)
 			n, _ := strconv.ParseUint(d.LastEventID, 10, 64)
-			c.mu.Lock()
-			c.last = n
-			c.resets++
-			c.mu.Unlock()
+			if k := c.lane(data); k >= 0 {
+				c.mu.Lock()
+				c.last[k] = n
+				c.resets++
+				c.mu.Unlock()
+			}
 			continue
 		}
 		now := time.Now()
 		id, sent, ok := parseData(data)
-		if !ok {
+		k := c.lane(data)
+		if !ok || k < 0 {
 			continue
 		}
 		c.mu.Lock()
-		switch {
-		case c.last != 0 && id <= c.last:
+		switch last := c.last[k]; {
+		case last != 0 && id <= last:
 			c.duplicates++
-		case c.last != 0 && id != c.last+1:
-			c.gaps += int(id - c.last - 1)
+		case last != 0 && id != last+1:
+			c.gaps += int(id - last - 1)
 			c.outOfOrder++
-			c.last = id
+			c.last[k] = id
 		default:
-			c.last = id
+			c.last[k] = id
 		}
 		c.received++
 		if sent > 0 {
@@ -278,7 +326,7 @@ func parseData(b []byte) (id uint64, sent int64, ok bool) {
 func runSSE(ctx context.Context, c config) (*report, error) {
 	bases, _ := parseServers(c.Server)
 	st := &storm{}
-	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
+	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, PerStream: c.PerStream, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
 	proc := newProc(c.PID)
 	rssBefore := proc.rss()
 
@@ -296,7 +344,11 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 			return rep, ctx.Err()
 		case <-tick.C:
 		}
-		cl := &client{course: c.CoursePfx + strconv.Itoa(i%c.Courses), cfg: &c, bases: bases, storm: st, done: make(chan struct{})}
+		cl := &client{cfg: &c, bases: bases, storm: st, done: make(chan struct{}), last: make([]uint64, c.PerStream)}
+		for j := range c.PerStream { // distinct courses: --courses-per-stream <= --courses
+			n := (i*c.PerStream + j) % c.Courses
+			cl.courses, cl.index = append(cl.courses, c.CoursePfx+strconv.Itoa(n)), append(cl.index, n)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -343,10 +395,11 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 		perCourse[i%c.Courses]++
 	}
 	for _, cl := range clients {
-		var idx int
-		fmt.Sscanf(cl.course[len(c.CoursePfx):], "%d", &idx)
 		cl.mu.Lock()
-		cl.expect = perCourse[idx]
+		cl.expect = 0
+		for _, idx := range cl.index {
+			cl.expect += perCourse[idx]
+		}
 		rep.Expected += cl.expect
 		if cl.expect == 0 || cl.received >= cl.expect {
 			cl.doneClosed = true

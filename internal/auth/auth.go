@@ -1,11 +1,16 @@
-// Package auth checks and mints the HS256 JWTs that guard subscribing,
-// polling and publishing when coursestream runs with --jwt-key.
+// Package auth checks the JWTs that guard subscribing, polling and
+// publishing when coursestream runs with --jwt-key (HS256, a shared
+// secret) or --jwt-jwks-url (RS256, ES256 or EdDSA, the keys of an
+// identity provider's JSON Web Key Set, chosen by kid), or both; and it
+// mints HS256 tokens.
 //
 // A token carries two claims besides the registered ones: courses (the
 // course ids its bearer may subscribe to and poll, "*" for all) and publish
 // (the course ids it may publish to, "*" for all). exp, when present, is
-// enforced without leeway. The algorithm is pinned to HS256: "none", RS256
-// and every other algorithm are refused, so a public key can never be
+// enforced without leeway; iss and aud are when an issuer or audience is
+// configured. The token's alg picks the key, and each algorithm is pinned
+// to one kind of key: "none", any other algorithm, and an algorithm whose
+// key is not configured are refused, so that a public key can never be
 // passed off as the HMAC secret.
 package auth
 
@@ -65,38 +70,84 @@ func (l List) Allows(course string) bool {
 	return slices.Contains(l, "*") || slices.Contains(l, course)
 }
 
-// Authorizer checks tokens signed with one HS256 key.
+// Authorizer checks tokens signed with the HS256 shared secret, with a
+// key of a KeySet, or either.
 type Authorizer struct {
-	key    []byte
-	parser *jwt.Parser
-	now    func() time.Time
+	key      []byte  // nil: HS256 refused
+	keys     *KeySet // nil: RS256, ES256 and EdDSA refused
+	issuer   string
+	audience string
+	parser   *jwt.Parser
+	now      func() time.Time
 }
 
-// New returns an Authorizer for key. now is the clock (nil: time.Now).
+// Options configure an Authorizer. At least one of Key and KeySet is set.
+type Options struct {
+	Key      []byte           // the HS256 shared secret
+	KeySet   *KeySet          // the identity provider's keys
+	Issuer   string           // when set, iss must equal it
+	Audience string           // when set, aud must contain it
+	Now      func() time.Time // the clock; nil: time.Now
+}
+
+// New returns an Authorizer for the HS256 key. now is the clock (nil:
+// time.Now).
 func New(key []byte, now func() time.Time) *Authorizer {
-	if now == nil {
-		now = time.Now
+	if key == nil {
+		key = []byte{}
+	}
+	a, _ := NewAuthorizer(Options{Key: key, Now: now}) // a key is set: no error
+	return a
+}
+
+// NewAuthorizer returns an Authorizer for o.
+func NewAuthorizer(o Options) (*Authorizer, error) {
+	if o.Key == nil && o.KeySet == nil {
+		return nil, errors.New("no key: give the HS256 secret, a key set, or both")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var algs []string
+	if o.Key != nil {
+		algs = append(algs, sharedSecretAlgs...)
+	}
+	if o.KeySet != nil {
+		algs = append(algs, keySetAlgs...)
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithTimeFunc(o.Now), jwt.WithLeeway(0)}
+	if o.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		opts = append(opts, jwt.WithAudience(o.Audience))
 	}
 	return &Authorizer{
-		key: key,
-		now: now,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithTimeFunc(now),
-			jwt.WithLeeway(0),
-		),
+		key: o.Key, keys: o.KeySet, issuer: o.Issuer, audience: o.Audience,
+		now: o.Now, parser: jwt.NewParser(opts...),
+	}, nil
+}
+
+// Ready is nil when the Authorizer can check every kind of token it takes:
+// without a key set always, with one once it has been fetched.
+func (a *Authorizer) Ready(ctx context.Context) error {
+	if a.keys == nil {
+		return nil
 	}
+	return a.keys.Ready(ctx)
 }
 
 // Parse verifies a token and returns its claims; any failure wraps
 // ErrUnauthorized.
 func (a *Authorizer) Parse(token string) (*Claims, error) {
+	return a.parse(context.Background(), token)
+}
+
+// parse is Parse; ctx bounds a fetch of the key set for an unknown kid.
+func (a *Authorizer) parse(ctx context.Context, token string) (*Claims, error) {
 	var c Claims
 	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok || t.Method.Alg() != "HS256" {
-			return nil, fmt.Errorf("algorithm %v not allowed", t.Header["alg"])
-		}
-		return a.key, nil
+		return a.keyFor(ctx, t)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
@@ -104,10 +155,31 @@ func (a *Authorizer) Parse(token string) (*Claims, error) {
 	return &c, nil
 }
 
-// Mint signs a token allowing courses (and publishing to them when
-// publish is set) that expires after ttl (0: never).
+// keyFor returns the key that verifies t, picked by its algorithm (which
+// the parser has already held to the configured ones).
+func (a *Authorizer) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	switch {
+	case slices.Contains(sharedSecretAlgs, alg) && a.key != nil:
+		if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
+			return nil, fmt.Errorf("algorithm %s not allowed", alg)
+		}
+		return a.key, nil
+	case slices.Contains(keySetAlgs, alg) && a.keys != nil:
+		return a.keys.key(ctx, t)
+	}
+	return nil, fmt.Errorf("algorithm %v not allowed", t.Header["alg"])
+}
+
+// Mint signs a HS256 token allowing courses (and publishing to them when
+// publish is set) that expires after ttl (0: never), with the configured
+// issuer and audience.
 func (a *Authorizer) Mint(courses []string, publish bool, ttl time.Duration) (string, error) {
 	c := Claims{Courses: courses}
+	c.Issuer = a.issuer
+	if a.audience != "" {
+		c.Audience = jwt.ClaimStrings{a.audience}
+	}
 	if publish {
 		c.Publish = courses
 	}
@@ -115,6 +187,9 @@ func (a *Authorizer) Mint(courses []string, publish bool, ttl time.Duration) (st
 	c.IssuedAt = jwt.NewNumericDate(now)
 	if ttl > 0 {
 		c.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+	}
+	if a.key == nil {
+		return "", errors.New("no HS256 key to sign with")
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(a.key)
 	if err != nil {
@@ -158,7 +233,7 @@ func (a *Authorizer) Check(r *http.Request, course string, access Access) (time.
 	if tok == "" {
 		return time.Time{}, fmt.Errorf("%w: send it as Authorization: Bearer, ?token= or the %s cookie", ErrUnauthorized, CookieName)
 	}
-	c, err := a.Parse(tok)
+	c, err := a.parse(r.Context(), tok)
 	if err != nil {
 		return time.Time{}, err
 	}

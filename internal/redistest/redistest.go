@@ -1,6 +1,8 @@
 // Package redistest runs real redis-server processes for tests: one server
 // on a free loopback port in a temporary directory, stopped and restarted on
-// the same port, or a Redis Cluster of several masters.
+// the same port, a Redis Cluster of several masters, or a master with
+// replicas watched by three Sentinels (sentinel.go); and a loopback proxy
+// that can silence the pub/sub connections through it (proxy.go).
 //
 // Start and StartCluster skip a test when redis-server is missing, except
 // under CI=true where they fail it: CI must not pass by skipping the Redis
@@ -68,9 +70,10 @@ type Server struct {
 	Port int
 	Dir  string // its working directory (AOF, cluster config)
 
-	tb   testing.TB
-	bin  string
-	args []string
+	tb    testing.TB
+	bin   string
+	args  []string
+	ready string // the log line that says it accepts connections ("" : a server's)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -136,11 +139,15 @@ func (s *Server) launch() error {
 		close(exited)
 	}()
 	ready := make(chan struct{})
+	want := s.ready
+	if want == "" {
+		want = "Ready to accept connections"
+	}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		signalled := false
 		for sc.Scan() {
-			if !signalled && strings.Contains(sc.Text(), "Ready to accept connections") {
+			if !signalled && strings.Contains(sc.Text(), want) {
 				close(ready)
 				signalled = true
 			}

@@ -11,20 +11,34 @@
  *   const conn = connect({ courseId })
  *   const unbind = bindCourseQueries(queryClient, conn)
  *
- * Default mapping (every key is configurable):
+ * Rules, per event type (DEFAULT_RULES; `rules` replaces a type's rule,
+ * `null` turns it off, and a type no rule names does nothing):
  *   chapter-*-complete                       invalidate ['chapters','list',courseId]
  *   video-*-complete, upload-complete        invalidate ['videos','list',courseId] and the chapters list
  *   upload-progress                          setQueryData(['uploads','progress',courseId,videoId], data): no refetch
  *                                            (['uploads','progress',courseId] when data has no videoId)
- *   reset                                    invalidate both lists
+ *   reset                                    invalidate both lists (resetKeys)
+ * A rule is a function (the keys to invalidate, from the event) or
+ * {invalidate, setQueryData}: setQueryData returns {queryKey, updater}
+ * (or a list of them).
+ *
+ *   bindCourseQueries(queryClient, conn, { rules: {
+ *     'quiz-published': (ev) => [['quizzes', ev.courseId]],
+ *     'chapter-update-complete': { setQueryData: (ev) => ({ queryKey: ['chapter', ev.data.chapterId],
+ *       updater: (old) => ({ ...old, ...ev.data.updates }) }) },
+ *   } })
  *
  * Work is collected while events keep coming (until none came for
  * `batchMs`, default 100, and for at most `maxBatchMs`, default 1000, after
- * the first), then each distinct key is invalidated once and each progress
- * key set once, to its latest value: a burst of events, however its events
- * arrive (one poll answer, or one SSE message each), is one invalidation
- * per key. The adapter only calls queryClient.invalidateQueries({queryKey})
- * and queryClient.setQueryData.
+ * the first), then each distinct key is invalidated once and each updated
+ * key set once (the batch's updaters of that key composed in event order):
+ * a burst of events, however its events arrive (one poll answer, or one SSE
+ * message each), is one invalidation per key. The adapter only calls
+ * queryClient.invalidateQueries({queryKey}) and queryClient.setQueryData,
+ * and, to tell keys apart with TanStack's own hash (the client's
+ * queryKeyHashFn included), queryClient.defaultQueryOptions where the
+ * client has it: so this file, served to pages with no build step,
+ * imports nothing from @tanstack/query-core.
  *
  * @module coursestream-tanstack
  */
@@ -39,12 +53,17 @@ import { rethrowLater } from './coursestream/errors.js'
  *   uploadProgress: (courseId: string, videoId?: string) => QueryKey,
  * }} CourseKeys
  * @typedef {(event: CourseEvent, keys: CourseKeys) => QueryKey[] | null | undefined} InvalidationRule
- * @typedef {{queryKey: QueryKey, updater: (previous: unknown) => unknown}} ProgressUpdate
+ * @typedef {{queryKey: QueryKey, updater: (previous: unknown) => unknown}} QueryUpdate
+ * @typedef {QueryUpdate} ProgressUpdate
+ * @typedef {(event: CourseEvent, keys: CourseKeys) => QueryUpdate | QueryUpdate[] | null | undefined} UpdateRule
+ * @typedef {InvalidationRule | {invalidate?: InvalidationRule | null, setQueryData?: UpdateRule | null}} QueryRule
  * @typedef {{
+ *   rules?: Record<string, QueryRule | null>,
  *   keys?: Partial<CourseKeys>,
  *   invalidate?: Record<string, InvalidationRule | null>,
- *   progress?: ((event: CourseEvent, keys: CourseKeys) => ProgressUpdate | null | undefined) | null,
+ *   progress?: UpdateRule | null,
  *   resetKeys?: (courseId: string, keys: CourseKeys) => QueryKey[],
+ *   hashKey?: (queryKey: QueryKey) => string,
  *   batchMs?: number,
  *   maxBatchMs?: number,
  *   onError?: (error: unknown) => void,
@@ -91,8 +110,21 @@ export function defaultProgress(ev, keys) {
   return { queryKey: keys.uploadProgress(ev.courseId, videoId == null ? undefined : String(videoId)), updater: () => ev.data }
 }
 
+
+/**
+ * The default rules, per event type: today's mapping (the seed's keys).
+ * A type with no rule does nothing.
+ * @type {Readonly<Record<string, QueryRule>>}
+ */
+export const DEFAULT_RULES = Object.freeze({
+  ...Object.fromEntries(Object.entries(DEFAULT_INVALIDATIONS).map(([type, invalidate]) => [type, Object.freeze({ invalidate })])),
+  'upload-progress': Object.freeze({ setQueryData: defaultProgress }),
+})
+
 /**
  * A stable hash of a query key, as TanStack's hashKey: object keys sorted.
+ * The adapter uses it only for a client that has neither TanStack's own
+ * hash (a QueryClient's defaultQueryOptions) nor a `hashKey` option.
  * @param {QueryKey} key
  */
 export function hashQueryKey(key) {
@@ -103,7 +135,57 @@ export function hashQueryKey(key) {
 }
 
 /**
- * Maps the connection's events to cache work on queryClient. Returns the
+ * The hash that tells two query keys apart: opts.hashKey; else the
+ * client's own, as TanStack computes it for a query (its hashKey, or the
+ * client's queryKeyHashFn), through QueryClient.defaultQueryOptions, so
+ * that the served file needs no import of @tanstack/query-core; else
+ * hashQueryKey.
+ * @param {QueryClientLike} queryClient
+ * @param {BindOptions} opts
+ * @returns {(key: QueryKey) => string}
+ */
+function hasherOf(queryClient, opts) {
+  if (typeof opts.hashKey === 'function') return opts.hashKey
+  // `in` first: a client that lacks the method is never asked for it.
+  const qc = /** @type {any} */ (queryClient)
+  if ('defaultQueryOptions' in qc && typeof qc.defaultQueryOptions === 'function') {
+    return (queryKey) => {
+      const h = qc.defaultQueryOptions({ queryKey }).queryHash
+      return typeof h === 'string' ? h : hashQueryKey(queryKey)
+    }
+  }
+  return hashQueryKey
+}
+
+/**
+ * The rules before opts.rules: the defaults, with the older options
+ * (invalidate, progress) over them.
+ * @param {BindOptions} opts
+ * @returns {Record<string, QueryRule | null>}
+ */
+function baseRules(opts) {
+  /** @type {Record<string, QueryRule | null>} */
+  const table = { ...DEFAULT_RULES }
+  for (const [type, rule] of Object.entries(opts.invalidate ?? {})) table[type] = rule ? { invalidate: rule } : null
+  if (opts.progress !== undefined) table['upload-progress'] = opts.progress ? { setQueryData: opts.progress } : null
+  return table
+}
+
+/**
+ * The rule of an event type: own properties only, so that a type named
+ * like an Object.prototype member ('constructor', 'toString') is unknown.
+ * @param {Record<string, QueryRule | null> | undefined} table
+ * @param {string} type
+ * @returns {QueryRule | null | undefined} undefined: the table does not name the type
+ */
+function ruleIn(table, type) {
+  return table && Object.hasOwn(table, type) ? table[type] : undefined
+}
+
+/**
+ * Maps the connection's events to cache work on queryClient, by rules:
+ * opts.rules (read at each event, so it may be a getter), over the older
+ * options `invalidate` and `progress`, over DEFAULT_RULES. Returns the
  * unbind function: it unsubscribes and drops work not yet done.
  * @param {QueryClientLike} queryClient
  * @param {Subscribable} connection
@@ -119,16 +201,15 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
   }
   /** @type {CourseKeys} */
   const keys = { ...DEFAULT_KEYS, ...(opts.keys ?? {}) }
-  /** @type {Record<string, InvalidationRule | null>} */
-  const rules = { ...DEFAULT_INVALIDATIONS, ...(opts.invalidate ?? {}) }
-  const progress = opts.progress === undefined ? defaultProgress : opts.progress
+  const base = baseRules(opts)
   const resetKeys = opts.resetKeys ?? ((courseId, k) => [k.chaptersList(courseId), k.videosList(courseId)])
   const batchMs = Math.max(0, opts.batchMs ?? 100)
   const maxBatchMs = Math.max(batchMs, opts.maxBatchMs ?? 1000)
+  const hash = hasherOf(queryClient, opts)
 
   /** @type {Map<string, QueryKey>} */
   let invalidations = new Map()
-  /** @type {Map<string, ProgressUpdate>} */
+  /** @type {Map<string, QueryUpdate>} */
   let updates = new Map()
   let bound = true
   /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -184,23 +265,38 @@ export function bindCourseQueries(queryClient, connection, opts = {}) {
 
   /** @param {QueryKey[] | null | undefined} list */
   const invalidate = (list) => {
-    for (const queryKey of list ?? []) invalidations.set(hashQueryKey(queryKey), queryKey)
+    for (const queryKey of list ?? []) invalidations.set(hash(queryKey), queryKey)
+  }
+
+  // One setQueryData per key per batch: the batch's updaters of a key run
+  // in event order, composed, so that an updater that builds on the
+  // previous value misses no event, and a value-setting one (progress)
+  // leaves the latest.
+  /** @param {QueryUpdate | QueryUpdate[] | null | undefined} list */
+  const update = (list) => {
+    for (const u of list == null ? [] : Array.isArray(list) ? list : [list]) {
+      if (!u || typeof u.updater !== 'function') continue
+      const h = hash(u.queryKey)
+      const prev = updates.get(h)
+      updates.delete(h) // keep event order among keys
+      updates.set(h, prev ? { queryKey: u.queryKey, updater: (old) => u.updater(prev.updater(old)) } : u)
+    }
   }
 
   const unsubscribe = connection.subscribe((ev) => {
     if (!bound || !ev || typeof ev.type !== 'string') return
     if (ev.type === 'reset') {
       invalidate(resetKeys(ev.courseId, keys))
-    } else if (ev.type === 'upload-progress') {
-      const u = progress ? progress(ev, keys) : null
-      if (!u) return
-      const h = hashQueryKey(u.queryKey)
-      updates.delete(h) // keep event order among keys; the latest value wins
-      updates.set(h, u)
     } else {
-      const rule = rules[ev.type]
+      const own = ruleIn(opts.rules, ev.type)
+      const rule = own === undefined ? ruleIn(base, ev.type) : own
       if (!rule) return
-      invalidate(rule(ev, keys))
+      if (typeof rule === 'function') {
+        invalidate(rule(ev, keys))
+      } else {
+        if (rule.setQueryData) update(rule.setQueryData(ev, keys))
+        if (rule.invalidate) invalidate(rule.invalidate(ev, keys))
+      }
     }
     if (invalidations.size > 0 || updates.size > 0) schedule()
   })

@@ -13,6 +13,83 @@ export interface CourseEvent<D = unknown> {
   readonly timestamp: number
 }
 
+/** chapter-update-complete: a chapter changed. */
+export interface ChapterUpdateEvent {
+  chapterId: string
+  updates: Record<string, unknown>
+}
+
+/** chapter-create-complete: a chapter was made. */
+export interface ChapterCreateEvent {
+  chapterId: string
+}
+
+/** chapter-delete-complete. */
+export interface ChapterDeleteEvent {
+  chapterId: string
+}
+
+/** video-update-complete: a video changed. */
+export interface VideoUpdateEvent {
+  videoId: string
+  updates: Record<string, unknown>
+}
+
+/** video-delete-complete. */
+export interface VideoDeleteEvent {
+  videoId: string
+}
+
+/** upload-progress: how far an upload has come (0 to 100). */
+export interface UploadProgressEvent {
+  videoId: string
+  progress: number
+  status: 'uploading' | 'processing' | 'complete' | 'error'
+}
+
+/** upload-complete: the video is ready. */
+export interface UploadCompleteEvent {
+  videoId: string
+}
+
+/**
+ * Event type name → the shape of its data. Apps add their own types by
+ * declaration merging, and every listener, awaitOperation and adapter rule
+ * is typed by it:
+ *
+ *   declare module 'coursestream' {
+ *     interface CourseEventMap { 'quiz-published': { quizId: string } }
+ *   }
+ *
+ * The server delivers events of every type; a type that is not declared
+ * here still arrives (a listener that takes the untyped CourseEvent sees
+ * it as such).
+ */
+export interface CourseEventMap {
+  'chapter-update-complete': ChapterUpdateEvent
+  'chapter-create-complete': ChapterCreateEvent
+  'chapter-delete-complete': ChapterDeleteEvent
+  'video-update-complete': VideoUpdateEvent
+  'video-delete-complete': VideoDeleteEvent
+  'upload-progress': UploadProgressEvent
+  'upload-complete': UploadCompleteEvent
+}
+
+/** The type names of CourseEventMap. */
+export type CourseEventName = Extract<keyof CourseEventMap, string>
+
+/**
+ * The event of one type of CourseEventMap, its type narrowed and its data
+ * typed; of several types, the union of each (which `switch (ev.type)`
+ * narrows).
+ */
+export type CourseEventOf<K extends CourseEventName> = K extends CourseEventName
+  ? CourseEvent<CourseEventMap[K]> & { readonly type: K }
+  : never
+
+/** Any event of CourseEventMap: a union that `switch (ev.type)` narrows. */
+export type TypedCourseEvent = CourseEventOf<CourseEventName>
+
 /** What onReset gets: the events after the old position are gone; refetch, then carry on from lastEventId. */
 export interface ResetInfo {
   readonly courseId: string
@@ -108,8 +185,8 @@ export interface ConnectOptions {
    * credentials, types, coalesce and transport. false: a stream of its own.
    */
   share?: boolean
-  /** Each event once, in id order. */
-  onEvent?: (event: CourseEvent) => void
+  /** Each event once, in id order; typed by CourseEventMap. */
+  onEvent?: (event: TypedCourseEvent) => void
   onReset?: (reset: ResetInfo) => void
   onStatus?: (status: Status) => void
   /**
@@ -151,13 +228,13 @@ export declare class Connection {
    * the call); rejects with a DOMException named TimeoutError after ms
    * (default 30000; Infinity: never), or AbortError on close or abort.
    */
-  awaitOperation(operationId: string, ms?: number, opts?: { signal?: AbortSignal }): Promise<CourseEvent>
+  awaitOperation(operationId: string, ms?: number, opts?: { signal?: AbortSignal }): Promise<TypedCourseEvent>
   /** Adds a listener for every event and reset; returns its unsubscribe function. */
-  subscribe(listener: (event: CourseEvent | ResetEvent) => void): () => void
+  subscribe(listener: (event: TypedCourseEvent | ResetEvent) => void): () => void
 }
 
 /** Tells a reset from an event envelope: `if (isReset(e)) refetch(); else apply(e)`. */
-export declare function isReset(event: CourseEvent | ResetEvent): event is ResetEvent
+export declare function isReset<E extends CourseEvent | ResetEvent>(event: E): event is Extract<E, ResetEvent>
 
 /**
  * Opens a subscription to one course. Throws a TypeError on bad options, and

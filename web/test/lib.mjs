@@ -5,6 +5,7 @@
 //   CS_LIMITED_URL  the same with --max-connections 1 (the 503 fallback)
 //   CS_AGED_URL     --heartbeat 1s --retry 200ms --max-stream-age 1500ms
 //                   --drain-jitter 300ms (streams end on purpose, often)
+//   CS_REACT_URL    like CS_BASE_URL, for react.test.mjs alone (its /metrics)
 //   CHROMIUM        Debian's Chromium (default /usr/bin/chromium)
 //   CS_DEMO_PNG     optional: where the demo test saves its screenshot
 import { chromium } from 'playwright-core'

@@ -217,10 +217,13 @@ test('browser, sse: a live burst of 30 events, one SSE message each, is one inva
   await page.waitForFunction(() => window.tqCalls.invalidated.length > 0, null, { timeout: 5_000 })
   await new Promise((r) => setTimeout(r, 1_500))
   const calls = await page.evaluate(() => { window.tqUnbind(); return window.tqCalls })
-  assert.deepEqual(count(calls.invalidated), new Map([
-    [JSON.stringify(['chapters', 'list', course]), 1],
-    [JSON.stringify(['videos', 'list', course]), 1],
-  ]), JSON.stringify(calls.invalidated))
+  // One invalidation per key per burst window (100 ms quiet, 1 s at most).
+  // On a loaded machine the 30 deliveries can spread over more than one
+  // window (a quiet gap of 100 ms between two of them): then two per key
+  // are right, never one per event.
+  const keys = count(calls.invalidated)
+  assert.deepEqual([...keys.keys()].sort(), [JSON.stringify(['chapters', 'list', course]), JSON.stringify(['videos', 'list', course])].sort(), JSON.stringify(calls.invalidated))
+  for (const [key, n] of keys) assert.ok(n >= 1 && n <= 2, `${key} invalidated ${n} times for a burst of 30: ${JSON.stringify(calls.invalidated)}`)
   assert.deepEqual(calls.set, [JSON.stringify(['uploads', 'progress', course])])
   assert.deepEqual(await page.evaluate((c) => window.tqClient.getQueryData(['uploads', 'progress', c]), course), { progress: 40 })
   await closePage(context, problems)

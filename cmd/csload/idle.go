@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// protocols are the --proto values of idle mode: how each stream reaches
+// the server, one TCP connection per stream.
+var protocols = map[string]struct {
+	tls, h2 bool
+	major   int
+}{
+	"h1":    {major: 1},            // HTTP/1.1 over TCP: the stream is taken over from net/http
+	"h1tls": {tls: true, major: 1}, // HTTP/1.1 over TLS: written through the ResponseWriter
+	"h2":    {tls: true, h2: true, major: 2},
+}
+
+// runIdle opens c.Clients idle SSE streams, each on its own connection
+// (as the browsers of different users hold them) over c.Proto, waits
+// c.Settle, and reports the server's RSS per connection: what an idle
+// stream costs on that path. The certificate of an https server is not
+// checked (a load tool on loopback).
+func runIdle(ctx context.Context, c config) (*report, error) {
+	p, ok := protocols[c.Proto]
+	if !ok {
+		return nil, usageError{fmt.Errorf("--proto %q: want h1, h1tls or h2", c.Proto)}
+	}
+	bases, _ := parseServers(c.Server)
+	base := bases[0]
+	if (base.Scheme == "https") != p.tls {
+		return nil, usageError{fmt.Errorf("--proto %s wants an %s --server, got %s", c.Proto, map[bool]string{true: "https://", false: "http://"}[p.tls], base)}
+	}
+	rep := &report{Mode: "idle " + c.Proto, Clients: c.Clients, Courses: c.Courses}
+	proc := newProc(c.PID)
+	rssBefore := proc.rss()
+
+	var (
+		mu      sync.Mutex
+		bodies  []io.Closer
+		connect []time.Duration
+		wg      sync.WaitGroup
+		firstEr error
+	)
+	defer func() {
+		mu.Lock()
+		for _, b := range bodies {
+			_ = b.Close()
+		}
+		mu.Unlock()
+		wg.Wait() // every reader ends with its body
+	}()
+	tick := time.NewTicker(time.Second / time.Duration(c.Ramp))
+	defer tick.Stop()
+	start := time.Now()
+	var dials sync.WaitGroup
+	for i := range c.Clients {
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-tick.C:
+		}
+		dials.Add(1)
+		go func() {
+			defer dials.Done()
+			url := base.String() + "/v1/courses/" + c.CoursePfx + strconv.Itoa(i%c.Courses) + "/events"
+			took, body, err := openIdle(ctx, url, c.Token, p.tls, p.h2, p.major)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.ConnectFailed++
+				if firstEr == nil {
+					firstEr = err
+				}
+				return
+			}
+			rep.Connected++
+			connect = append(connect, took)
+			bodies = append(bodies, body)
+			wg.Add(1)
+			go func() { // heartbeats are read and dropped until the body is closed
+				defer wg.Done()
+				_, _ = io.Copy(io.Discard, body)
+			}()
+		}()
+	}
+	dials.Wait()
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	rep.ConnectP50, rep.ConnectP99 = pct(connect, 50), pct(connect, 99)
+	if rep.Connected == 0 {
+		return rep, fmt.Errorf("no stream opened: %w", firstEr)
+	}
+	select {
+	case <-ctx.Done():
+		return rep, ctx.Err()
+	case <-time.After(c.Settle):
+	}
+	if rssAfter := proc.rss(); rssAfter > 0 {
+		rep.ServerRSSMiB = float64(rssAfter) / (1 << 20)
+		rep.RSSPerConnKiB = float64(rssAfter-rssBefore) / float64(rep.Connected) / 1024
+	}
+	if rep.ConnectFailed > 0 {
+		return rep, fmt.Errorf("%d streams did not open, the first: %w", rep.ConnectFailed, firstEr)
+	}
+	return rep, nil
+}
+
+// openIdle opens one stream on a connection of its own and reads its
+// first frame (retry:); the body is the caller's to read and close.
+func openIdle(ctx context.Context, url, token string, useTLS, h2 bool, major int) (time.Duration, io.ReadCloser, error) {
+	tr := &http.Transport{Protocols: new(http.Protocols), DisableCompression: true, MaxIdleConns: 1}
+	if useTLS {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // loopback load: the server's own test certificate
+	}
+	if h2 {
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.Protocols.SetHTTP1(true)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	start := time.Now()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != major {
+		resp.Body.Close()
+		return 0, nil, fmt.Errorf("GET %s: %s over %s, want 200 over HTTP/%d", url, resp.Status, resp.Proto, major)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n') // retry:, the first frame; the rest is dropped
+	if err != nil || len(line) < len("retry: ") || line[:len("retry: ")] != "retry: " {
+		resp.Body.Close()
+		return 0, nil, errors.Join(fmt.Errorf("GET %s: no retry: frame first (%q)", url, line), err)
+	}
+	return time.Since(start), closeTransport{resp.Body, tr}, nil
+}
+
+// closeTransport closes the stream's body and then its transport's
+// connection.
+type closeTransport struct {
+	io.ReadCloser
+	tr *http.Transport
+}
+
+func (c closeTransport) Close() error {
+	err := c.ReadCloser.Close()
+	c.tr.CloseIdleConnections()
+	return err
+}
