@@ -48,7 +48,7 @@ const s = "import x from './not-a-statement.js'"
 }
 
 // Every module that an entry point (the library, the adapter, the demo
-// script) imports, transitively, is served as JavaScript, to GET and
+// script, the shared worker) imports, transitively, is served as JavaScript, to GET and
 // HEAD, with the headers of every file. The library's own imports are
 // relative with a .js extension, so that the same files can be a package.
 func TestEveryImportedModuleIsServed(t *testing.T) {
@@ -56,7 +56,10 @@ func TestEveryImportedModuleIsServed(t *testing.T) {
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "nf", http.StatusTeapot) })
 	h := Handler(notFound)
 	root, _ := url.Parse("http://coursestream.test/")
-	queue := []string{"/coursestream.js", "/coursestream-tanstack.js", "/demo.js"}
+	// shared-worker.js is the SharedWorker's script: share-worker.js starts
+	// it by URL (new URL('./shared-worker.js', import.meta.url)), not by an
+	// import, so it is an entry point of its own.
+	queue := []string{"/coursestream.js", "/coursestream-tanstack.js", "/demo.js", "/coursestream/shared-worker.js"}
 	seen := map[string]bool{}
 	for len(queue) > 0 {
 		p := queue[0]

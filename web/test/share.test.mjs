@@ -88,11 +88,12 @@ function waitID(page, course, id) {
   return page.waitForFunction(([c, want]) => window.C[c].rec.events.some((e) => e.split(':')[0] === want), [course, id])
 }
 
-/** The server's open SSE streams (/metrics). */
+/** The server's open SSE streams (/metrics): single- and multi-course. */
 async function sseStreams(base = BASE) {
   const text = await (await fetch(`${base}/metrics`)).text()
-  const m = text.match(/^coursestream_connections\{transport="sse"\} (\d+)/m)
-  return m ? Number(m[1]) : 0
+  let n = 0
+  for (const m of text.matchAll(/^coursestream_connections\{transport="sse(?:-multi)?"\} (\d+)/mg)) n += Number(m[1])
+  return n
 }
 
 async function waitStreams(n, base = BASE) {

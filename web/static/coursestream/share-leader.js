@@ -48,6 +48,8 @@ export class LeaderBackend {
   #release = null
   /** @type {Feed | null} */
   #feed = null
+  /** @type {import('./feed.js').PlainStatus | null} the stream's last status, told to tabs that join */
+  #status = null
   #unwatch
 
   /** @param {string} name the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -123,7 +125,7 @@ export class LeaderBackend {
     this.#feed = new Feed(this.#f, () => tokens.get(), {
       events: (json) => { this.#sink.events(json); this.#post({ op: 'events', json }) },
       reset: (courseId, lastEventId) => { this.#sink.reset(courseId, lastEventId); this.#post({ op: 'reset', courseId, lastEventId }) },
-      status: (status) => { this.#sink.status(status, 'this-tab'); this.#post({ op: 'status', status, tab: this.#tab }) },
+      status: (status) => { this.#status = status; this.#sink.status(status, 'this-tab'); this.#post({ op: 'status', status, tab: this.#tab }) },
       failed: (error) => { this.#sink.failed(error); this.#post({ op: 'failed', error }) },
     })
     this.#feed.set(this.#tab, this.#courses)
@@ -135,7 +137,11 @@ export class LeaderBackend {
     if (this.#phase === 'closed' || this.#phase === 'suspended' || !m || typeof m !== 'object') return
     const feed = this.#phase === 'leading' ? this.#feed : null
     switch (m.op) {
-      case 'set': feed?.set(m.tab, m.courses); break
+      case 'set':
+        feed?.set(m.tab, m.courses)
+        // A tab that joins gets the stream's status now, not at its next change.
+        if (feed && this.#status) this.#post({ op: 'status', status: this.#status, tab: this.#tab })
+        break
       case 'leave': feed?.remove(m.tab); break
       case 'who': this.#post({ op: 'set', tab: this.#tab, courses: this.#courses }); break
       case 'events': if (!feed) this.#sink.events(m.json); break
