@@ -290,11 +290,11 @@ func routes(d routeDeps) http.Handler {
 	subscribe, publish := auth.Middleware(d.auth, auth.Subscribe, nil), auth.Middleware(d.auth, auth.Publish, nil)
 	streams := auth.Middleware(d.auth, auth.Subscribe, stream.WithExpiry)
 	r.With(streams).Get("/v1/courses/{courseId}/events", d.hub.ServeHTTP)
-	r.With(coursesAuth(d.auth, auth.Subscribe, stream.WithExpiry)).Get("/v1/events", d.hub.ServeCourses)
+	r.With(auth.CoursesMiddleware(d.auth, auth.Subscribe, stream.WithExpiry)).Get("/v1/events", d.hub.ServeCourses)
 	r.With(publish).Post("/v1/courses/{courseId}/events", d.pub.ServeHTTP)
 	r.With(subscribe).Get("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
 	r.With(subscribe).Head("/v1/courses/{courseId}/poll", d.poll.ServeHTTP)
-	polls := coursesAuth(d.auth, auth.Subscribe, nil)
+	polls := auth.CoursesMiddleware(d.auth, auth.Subscribe, nil)
 	r.With(polls).Get("/v1/poll", d.poll.ServeCourses)
 	r.With(polls).Head("/v1/poll", d.poll.ServeCourses)
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"coursestream/internal/cursor"
 	"coursestream/internal/httpjson"
 	"coursestream/observer"
 )
@@ -229,29 +230,8 @@ const (
 // Check authorizes r for course. On success it returns the token's expiry
 // (zero when it has none).
 func (a *Authorizer) Check(r *http.Request, course string, access Access) (time.Time, error) {
-	tok := TokenFrom(r)
-	if tok == "" {
-		return time.Time{}, fmt.Errorf("%w: send it as Authorization: Bearer, ?token= or the %s cookie", ErrUnauthorized, CookieName)
-	}
-	c, err := a.parse(r.Context(), tok)
-	if err != nil {
-		return time.Time{}, err
-	}
-	list := c.Courses
-	if access == Publish {
-		list = c.Publish
-	}
-	if !list.Allows(course) {
-		if access == Publish {
-			return time.Time{}, fmt.Errorf("%w: no publish claim for course %s", ErrForbidden, course)
-		}
-		return time.Time{}, fmt.Errorf("%w: course %s is not in the courses claim", ErrForbidden, course)
-	}
-	var exp time.Time
-	if c.ExpiresAt != nil {
-		exp = c.ExpiresAt.Time
-	}
-	return exp, nil
+	exp, _, err := a.CheckCourses(r, []string{course}, access)
+	return exp, err
 }
 
 // Middleware guards a /v1/courses/{courseId}/... route. A nil Authorizer
@@ -262,12 +242,36 @@ func (a *Authorizer) Check(r *http.Request, course string, access Access) (time.
 // which the client reconnects with a fresh token. A nil expire gives the
 // context the expiry as its deadline.
 func Middleware(a *Authorizer, access Access, expire func(context.Context, time.Time) context.Context) func(http.Handler) http.Handler {
+	return guard(a, access, expire, pathCourse)
+}
+
+// CoursesMiddleware guards a route of several courses (?courses=a,b,...,
+// the multi-course stream and poll) as Middleware guards a one-course
+// route: the course list is validated first (400), then the token must
+// allow every listed course (401, or 403 naming the first refused one).
+func CoursesMiddleware(a *Authorizer, access Access, expire func(context.Context, time.Time) context.Context) func(http.Handler) http.Handler {
+	return guard(a, access, expire, queryCourses)
+}
+
+func pathCourse(r *http.Request) ([]string, error) {
+	course := r.PathValue("courseId")
+	if err := observer.CheckCourseID(course); err != nil {
+		return nil, err
+	}
+	return []string{course}, nil
+}
+
+func queryCourses(r *http.Request) ([]string, error) {
+	return cursor.ParseCourses(r.URL.Query()["courses"])
+}
+
+func guard(a *Authorizer, access Access, expire func(context.Context, time.Time) context.Context, courses func(*http.Request) ([]string, error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if a == nil {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r, cancel := a.admit(w, r, access, expire)
+			r, cancel := a.admit(w, r, access, expire, courses)
 			if r == nil {
 				return
 			}
@@ -281,13 +285,13 @@ func Middleware(a *Authorizer, access Access, expire func(context.Context, time.
 // error itself and returns nil.
 //
 //go:noinline
-func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access, expire func(context.Context, time.Time) context.Context) (*http.Request, context.CancelFunc) {
-	course := r.PathValue("courseId")
-	if err := observer.CheckCourseID(course); err != nil {
+func (a *Authorizer) admit(w http.ResponseWriter, r *http.Request, access Access, expire func(context.Context, time.Time) context.Context, courses func(*http.Request) ([]string, error)) (*http.Request, context.CancelFunc) {
+	list, err := courses(r)
+	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return nil, nil
 	}
-	exp, err := a.Check(r, course, access)
+	exp, _, err := a.CheckCourses(r, list, access)
 	switch {
 	case errors.Is(err, ErrForbidden):
 		httpjson.Error(w, http.StatusForbidden, err.Error())

@@ -18,7 +18,7 @@ func (a *Authorizer) CheckCourses(r *http.Request, courses []string, access Acce
 	if tok == "" {
 		return time.Time{}, "", fmt.Errorf("%w: send it as Authorization: Bearer, ?token= or the %s cookie", ErrUnauthorized, CookieName)
 	}
-	c, err := a.Parse(tok)
+	c, err := a.parse(r.Context(), tok) // a key-set refetch is bounded by the request
 	if err != nil {
 		return time.Time{}, "", err
 	}
