@@ -273,8 +273,16 @@ func (s *socket) queueLocked(ps ...[]byte) error {
 func (s *socket) tryWrite(p []byte) (int, error) {
 	s.wp = p
 	err := s.raw.Write(s.writeFn)
+	s.wp = nil
+	return s.written(err)
+}
+
+// written is the outcome of a non-blocking write: what the kernel took
+// (nothing, without an error, when it would have had to wait). s.mu is
+// held.
+func (s *socket) written(err error) (int, error) {
 	n, werr := s.wn, s.werr
-	s.wp, s.werr = nil, nil
+	s.werr = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -302,18 +310,8 @@ func (s *socket) tryWritev(head, tail []byte) (int, error) {
 	s.iov[0].SetLen(len(head))
 	s.iov[1].SetLen(len(tail))
 	err := s.raw.Write(s.writevFn)
-	n, werr := s.wn, s.werr
 	s.iov = [2]syscall.Iovec{} // keep no reference to the bytes
-	s.werr = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case werr == syscall.EAGAIN:
-		return 0, nil
-	case werr != nil:
-		return 0, werr
-	}
-	return n, nil
+	return s.written(err)
 }
 
 func (s *socket) rawWritev(fd uintptr) bool {
