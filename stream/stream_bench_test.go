@@ -73,39 +73,7 @@ func BenchmarkDeliver(b *testing.B) {
 // queues, a worker's turn writes the event's chunk to the socket. It
 // includes the write system call, and must not allocate.
 func BenchmarkDeliverDirect(b *testing.B) {
-	// A client buffer no loaded machine fills: a reader that falls behind
-	// the loop for a moment must not get the stream cut as slow.
-	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet(), ClientBuffer: 1 << 30})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer server.Close()
-	go func() { _, _ = io.Copy(io.Discard, client) }()
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	c := newConn(h, ctx, cancel, request{courses: []string{"course-123"}})
-	c.lanes[0].topic = new(topic) // as register sets it: a course wide enough that the worker writes
-	c.lanes[0].topic.streams.Store(inlineFanout + 1)
-	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := &direct{c: c, s: s}
-	c.out = d
-	c.mu.Lock()
-	c.goLiveLocked()
-	c.mu.Unlock()
+	c, d := benchDirect(b, request{courses: []string{"course-123"}})
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -141,42 +109,12 @@ func BenchmarkCoalesce(b *testing.B) {
 // built per delivery, and the event's shared body is gathered after it in
 // one writev. It must not allocate.
 func BenchmarkDeliverDirectMulti(b *testing.B) {
-	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer server.Close()
-	go func() { _, _ = io.Copy(io.Discard, client) }()
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
 	courses := []string{"course-100", "course-101", "course-102", "course-123", "course-104", "course-105", "course-106", "course-107"}
-	c := newConn(h, ctx, cancel, request{courses: courses, ids: idCursor})
+	c, d := benchDirect(b, request{courses: courses, ids: idCursor})
 	for i := range c.lanes {
-		c.lanes[i].topic = new(topic)
-		c.lanes[i].topic.streams.Store(inlineFanout + 1)
 		c.lanes[i].sent = uint64(1000 * i)
 	}
 	l := &c.lanes[3]
-	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := &direct{c: c, s: s}
-	c.out = d
-	c.mu.Lock()
-	c.goLiveLocked()
-	c.mu.Unlock()
 	evs, fs := benchEvents(b, 4096)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -191,4 +129,47 @@ func BenchmarkDeliverDirectMulti(b *testing.B) {
 		}
 		d.runTurn()
 	}
+}
+
+// benchDirect is a live direct stream for req over a real loopback TCP
+// connection whose other end reads and drops everything; every course is
+// wide enough that the workers write (not the publisher inline). Its
+// client buffer is one no loaded machine fills: a reader that falls behind
+// the loop for a moment must not get the stream cut as slow.
+func benchDirect(b *testing.B, req request) (*conn, *direct) {
+	b.Helper()
+	h := New(observer.NewMemory(observer.MemoryConfig{Logger: quiet()}), Config{Logger: quiet(), ClientBuffer: 1 << 30})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { client.Close() })
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { server.Close() })
+	go func() { _, _ = io.Copy(io.Discard, client) }() // ends when client is closed
+	ctx, cancel := context.WithCancelCause(context.Background())
+	b.Cleanup(func() { cancel(nil) })
+	c := newConn(h, ctx, cancel, req)
+	for i := range c.lanes {
+		c.lanes[i].topic = new(topic) // as register sets it
+		c.lanes[i].topic.streams.Store(inlineFanout + 1)
+	}
+	s, err := newSocket(server, h.cfg.ClientBuffer, h.cfg.WriteTimeout, &h.wg, c.stop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &direct{c: c, s: s}
+	c.out = d
+	c.mu.Lock()
+	c.goLiveLocked()
+	c.mu.Unlock()
+	return c, d
 }
