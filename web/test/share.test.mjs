@@ -19,6 +19,10 @@ before(async () => {
   browser = await launch()
   multiSSE = await answers(`${BASE}/v1/events?courses=probe-a,probe-b&dispatch=message`)
   multiPoll = await answers(`${BASE}/v1/poll?courses=probe-a,probe-b`)
+  // The binary under test has both: a server without them is a failure
+  // here, never a skip.
+  assert.ok(multiSSE && multiPoll, `the server answers the multi-course stream ${multiSSE}, poll ${multiPoll}`)
+  assert.ok(JWT && JWT_KEY, 'CS_JWT_URL and CS_JWT_KEY: the server with --jwt-key (web/browser_test.go)')
 })
 after(() => browser?.close())
 
@@ -107,7 +111,6 @@ async function waitStreams(n, base = BASE) {
 }
 
 test('one page, 10 courses over HTTP/1.1: one stream, every event, and the page can still fetch', { timeout: TEST_TIMEOUT }, async (t) => {
-  if (!multiPoll && !multiSSE) { t.skip('the server has no multi-course endpoints'); return }
   const context = await browser.newContext()
   try {
     const { page, problems } = await tab(context)
@@ -115,7 +118,7 @@ test('one page, 10 courses over HTTP/1.1: one stream, every event, and the page 
     const before = await sseStreams()
     await openAll(page, courses, { transport: transport() })
     await allOpen(page, courses)
-    if (multiSSE) await waitStreams(before + 1)
+    await waitStreams(before + 1)
     for (let round = 0; round < 3; round++) for (const c of courses) await publish(c, 'chapter-update-complete', { round })
     for (const c of courses) await waitID(page, c, '3')
     assert.deepEqual(await got(page, courses), Object.fromEntries(courses.map((c) => [c, range(1, 3)])))
@@ -129,7 +132,6 @@ test('one page, 10 courses over HTTP/1.1: one stream, every event, and the page 
 
 for (const path of ['SharedWorker', 'Web Locks']) {
   test(`three tabs share one stream (${path}); closing or reloading a tab loses and repeats nothing`, { timeout: TEST_TIMEOUT }, async (t) => {
-    if (!multiSSE) { t.skip('the server has no multi-course stream'); return }
     const context = await browser.newContext()
     if (path === 'Web Locks') await context.addInitScript(() => { delete window.SharedWorker })
     try {
@@ -174,7 +176,6 @@ for (const path of ['SharedWorker', 'Web Locks']) {
 }
 
 test('a course added and one closed while events flow: no loss, no duplicate', { timeout: TEST_TIMEOUT }, async (t) => {
-  if (!multiPoll && !multiSSE) { t.skip('the server has no multi-course endpoints'); return }
   const context = await browser.newContext()
   try {
     const { page, problems } = await tab(context)
@@ -200,7 +201,6 @@ test('a course added and one closed while events flow: no loss, no duplicate', {
 })
 
 test('an event of a type outside the seven reaches onEvent and awaitOperation over SSE', { timeout: TEST_TIMEOUT }, async (t) => {
-  if (!multiSSE) { t.skip('the server has no dispatch=message'); return }
   const context = await browser.newContext()
   try {
     const { page } = await tab(context)
@@ -226,10 +226,10 @@ function mint(secs) {
 }
 
 test('a token that expires is renewed through the token function: nothing is lost', { timeout: TEST_TIMEOUT }, async (t) => {
-  if (!JWT || !JWT_KEY) { t.skip('no server with --jwt-key'); return }
   const context = await browser.newContext()
   try {
     const { page } = await tab(context, JWT)
+    const expiredBefore = await closedExpired()
     await page.exposeFunction('mintToken', () => mint(4))
     const course = courseID('tok')
     await page.evaluate((c) => {
@@ -245,10 +245,21 @@ test('a token that expires is renewed through the token function: nothing is los
     await waitID(page, course, '14')
     assert.deepEqual(await got(page, [course]), { [course]: range(1, 14) })
     assert.ok(await page.evaluate(() => window.asked) >= 2, 'the token function was asked again')
+    // Renewed ahead of exp: the server never had to end a stream at its
+    // token's expiry (its drain at exp would also lose nothing, but would
+    // mean the renewal did not fire).
+    assert.equal(await closedExpired(), expiredBefore, 'streams the server ended at their token\'s expiry')
   } finally {
     await context.close()
   }
 })
+
+/** The JWT server's streams ended by their token's expiry (/metrics). */
+async function closedExpired() {
+  const text = await (await fetch(`${JWT}/metrics`)).text()
+  const m = text.match(/^coursestream_streams_closed_total\{reason="expired"\} (\d+)/m)
+  return m ? Number(m[1]) : 0
+}
 
 async function publishWith(course, i) {
   const res = await fetch(`${JWT}/v1/courses/${encodeURIComponent(course)}/events`, {
