@@ -10,6 +10,7 @@
 //	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
 //	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
+//	csload scale [flags]   K instances on one Redis, one csload sse child each; CPU per delivery, fan-out completion
 //
 // It targets loopback only unless --allow-remote, and every run ends by
 // itself (--timeout).
@@ -73,6 +74,7 @@ type config struct {
 	Reconnect   bool
 	Pipeline    int
 	Proto       string // idle: h1, h1tls or h2
+	scaleConfig        // scale, and sse --subscribe-only (scale.go)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -82,6 +84,7 @@ modes:
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
   idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
+  scale  --instances of --cs on one --redis-url, --clients each (one csload sse --subscribe-only child per instance); FCALL --events one at a time or at --rate
 flags:
 `
 
@@ -91,9 +94,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		mode, args = args[0], args[1:]
 	}
 	switch mode {
-	case "sse", "poll", "soak", "floor", "idle":
+	case "sse", "poll", "soak", "floor", "idle", "scale":
 	default:
-		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor or idle", mode)}
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor, idle or scale", mode)}
 	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
@@ -127,6 +130,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
 	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
+	scaleFlags(fs, &c.scaleConfig)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -155,6 +159,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep, err = runSoak(ctx, c, out)
 	case "idle":
 		rep, err = runIdle(ctx, c)
+	case "scale":
+		err = runScaleMode(ctx, c, out) // prints its own report
 	}
 	if rep != nil {
 		rep.print(out, c.JSON)

@@ -57,6 +57,8 @@ type report struct {
 	Requests   int     `json:"requests,omitempty"`
 	NotModOK   int     `json:"notModified,omitempty"`
 	RequestsPS float64 `json:"requestsPerSecond,omitempty"`
+	// sse --subscribe-only: per event id, its last delivery's latency here.
+	EventMaxLatency map[string]time.Duration `json:"eventMaxLatency,omitempty"`
 }
 
 func (r *report) print(w io.Writer, asJSON bool) {

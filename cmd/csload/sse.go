@@ -49,6 +49,7 @@ type client struct {
 	doneClosed bool
 	expect     int
 	stopped    bool
+	scale      *scaleTrack // sse --subscribe-only (csload scale's child): per-event counts (scale.go)
 }
 
 // storm records when clients lost their first connection and when they
@@ -287,6 +288,7 @@ func (c *client) read(r *bufio.Reader) time.Duration {
 		c.received++
 		if sent > 0 {
 			c.latencies = append(c.latencies, now.Sub(time.Unix(0, sent)))
+			c.scale.note(id, now.Sub(time.Unix(0, sent))) // nil-safe
 		}
 		if c.received == c.expect && !c.doneClosed {
 			c.doneClosed = true
@@ -329,6 +331,7 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, PerStream: c.PerStream, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
 	proc := newProc(c.PID)
 	rssBefore := proc.rss()
+	track := newScaleTrack(c) // nil unless --subscribe-only
 
 	// Connect at the paced rate.
 	clients := make([]*client, 0, c.Clients)
@@ -345,6 +348,7 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 		case <-tick.C:
 		}
 		cl := &client{cfg: &c, bases: bases, storm: st, done: make(chan struct{}), last: make([]uint64, c.PerStream)}
+		cl.scale = track
 		for j := range c.PerStream { // distinct courses: --courses-per-stream <= --courses
 			n := (i*c.PerStream + j) % c.Courses
 			cl.courses, cl.index = append(cl.courses, c.CoursePfx+strconv.Itoa(n)), append(cl.index, n)
@@ -409,6 +413,9 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 	}
 	fmt.Fprintf(os.Stderr, "csload: ready: %d clients connected, publishing %d events\n", len(clients), c.Events)
 
+	if c.SubscribeOnly { // csload scale publishes; this child only receives
+		return subscribed(ctx, c, rep, clients, track)
+	}
 	pub, err := newPublisher(c)
 	if err != nil {
 		return rep, err
