@@ -191,8 +191,10 @@ type scaleReport struct {
 	CompletionP99 time.Duration `json:"completionP99"`
 	CompletionMax time.Duration `json:"completionMax"`
 	Incomplete    int           `json:"incomplete"`
-	// Redis, over the window (with its pid).
+	// Redis, over the window: from INFO cpu (used_cpu_sys+used_cpu_user,
+	// every thread, microseconds), else /proc/<redisPid>/stat (10 ms ticks).
 	RedisPID               int             `json:"redisPid,omitempty"`
+	RedisCPUFrom           string          `json:"redisCpuFrom,omitempty"` // info, proc, or empty: not measured
 	RedisCPUSeconds        float64         `json:"redisCpuSeconds"`
 	RedisCPUPerEventMicros float64         `json:"redisCpuPerEventMicros"`
 	PerInstance            []scaleInstance `json:"perInstance"`
@@ -233,8 +235,8 @@ func (r *scaleReport) print(w io.Writer, asJSON bool) {
 	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d, resets %d\n", r.Lost, r.Duplicates, r.OutOfOrder, r.Resets)
 	fmt.Fprintf(w, "fan-out completion (last subscriber of every instance): p50 %s p99 %s max %s over %d events (%d incomplete)\n",
 		ms(r.CompletionP50), ms(r.CompletionP99), ms(r.CompletionMax), r.Events-r.Incomplete, r.Incomplete)
-	if r.RedisPID > 0 {
-		fmt.Fprintf(w, "redis (pid %d): CPU %.3fs, %.1f µs per event\n", r.RedisPID, r.RedisCPUSeconds, r.RedisCPUPerEventMicros)
+	if r.RedisCPUFrom != "" {
+		fmt.Fprintf(w, "redis (pid %d): CPU %.4fs (%s), %.1f µs per event\n", r.RedisPID, r.RedisCPUSeconds, r.RedisCPUFrom, r.RedisCPUPerEventMicros)
 	}
 	for i, in := range r.PerInstance {
 		fmt.Fprintf(w, "instance %d %s: %d connected in %.1fs, %d received, %d lost, %d duplicates; latency p50 %s p99 %s",
@@ -438,7 +440,7 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 		cpu[i] = newProc(in.pid).cpu()
 		children[i].cpuStart = newProc(children[i].cmd.Process.Pid).cpu()
 	}
-	redisCPU := newProc(redisPID).cpu()
+	redisCPU, redisFrom := redisCPUTime(ctx, rdb, redisPID)
 	for i, ch := range children {
 		if _, err := io.WriteString(ch.stdin, "go\n"); err != nil {
 			return nil, fmt.Errorf("child %d: %w", i+1, err)
@@ -491,7 +493,11 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 	}
 	window := time.Since(start)
 	rep.Seconds = window.Seconds()
-	redisCPU = newProc(redisPID).cpu() - redisCPU
+	if after, from := redisCPUTime(ctx, rdb, redisPID); from == redisFrom {
+		redisCPU = after - redisCPU
+	} else {
+		redisFrom = ""
+	}
 	for i, in := range instances {
 		rep.PerInstance[i] = scaleInstance{Server: in.url, PID: in.pid, CPUSeconds: newProc(in.pid).cpu() - cpu[i]}
 	}
@@ -528,8 +534,8 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 		rep.Resets += r.Resets
 	}
 	rep.DeliveriesPerSecond = float64(rep.Received) / window.Seconds()
-	if redisPID > 0 {
-		rep.RedisCPUSeconds = redisCPU
+	if redisFrom != "" {
+		rep.RedisCPUSeconds, rep.RedisCPUFrom = redisCPU, redisFrom
 		if len(ids) > 0 {
 			rep.RedisCPUPerEventMicros = redisCPU / float64(len(ids)) * 1e6
 		}
@@ -675,6 +681,33 @@ func waitReady(ctx context.Context, base string, exited <-chan struct{}) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// redisCPUTime is Redis's user+system CPU seconds: INFO cpu's, else
+// /proc's with its pid, else "" for from.
+func redisCPUTime(ctx context.Context, rdb *redis.Client, pid int) (secs float64, from string) {
+	if info, err := rdb.Info(ctx, "cpu").Result(); err == nil {
+		var sys, user float64
+		var n int
+		for line := range strings.SplitSeq(info, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+			f, err := strconv.ParseFloat(v, 64)
+			switch {
+			case err != nil:
+			case k == "used_cpu_sys":
+				sys, n = f, n+1
+			case k == "used_cpu_user":
+				user, n = f, n+1
+			}
+		}
+		if n == 2 {
+			return sys + user, "info"
+		}
+	}
+	if pid > 0 {
+		return newProc(pid).cpu(), "proc"
+	}
+	return 0, ""
 }
 
 // localRedisPID is the process_id of INFO server when Redis is on

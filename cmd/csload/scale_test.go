@@ -62,7 +62,7 @@ func TestScale(t *testing.T) {
 			}
 			if rep.Instances != 2 || rep.Connected != 100 || rep.ConnectFailed != 0 || rep.Published != 5 ||
 				rep.Expected != 500 || rep.Received != 500 || rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 ||
-				rep.Incomplete != 0 || rep.CompletionMax <= 0 || rep.CompletionP50 > rep.CompletionP99 || rep.RedisPID == 0 {
+				rep.Incomplete != 0 || rep.CompletionMax <= 0 || rep.CompletionP50 > rep.CompletionP99 || rep.RedisPID == 0 || rep.RedisCPUFrom != "info" {
 				t.Fatalf("report %+v", rep)
 			}
 			for i, in := range rep.PerInstance {
