@@ -52,7 +52,7 @@ type scaleConfig struct {
 func scaleFlags(fs *flag.FlagSet, s *scaleConfig) {
 	fs.StringVar(&s.CS, "cs", "", "scale: coursestream binary; start --instances of it on free loopback ports with --redis-url (empty: use --server's instances)")
 	fs.IntVar(&s.Instances, "instances", 2, "scale: instances of --cs to start")
-	fs.IntVar(&s.RedisPID, "redis-pid", 0, "scale: redis-server pid, for its CPU (0: the process_id of INFO when --redis-url is loopback)")
+	fs.IntVar(&s.RedisPID, "redis-pid", 0, "scale: redis-server pid; its CPU is INFO cpu's, else /proc's with this pid (0: INFO's process_id when --redis-url is loopback)")
 	fs.StringVar(&s.PIDs, "pids", "", "scale without --cs: the --server instances' pids, comma-separated, for their CPU")
 	fs.BoolVar(&s.OneAtATime, "one-at-a-time", false, "scale: publish the next event once every subscriber has the last (else at --rate)")
 	fs.BoolVar(&s.SubscribeOnly, "subscribe-only", false, "sse: publish nothing; print \"ready N\" once connected, wait for \"go\" on stdin, print \"got ID\" once every client has event ID (csload scale's children; --courses 1)")
