@@ -73,6 +73,8 @@ type config struct {
 	Reconnect   bool
 	Pipeline    int
 	Proto       string // idle: h1, h1tls or h2
+	// Fan-out floor and plots.
+	FloorSSE string // floor: fanout or held
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -81,6 +83,7 @@ modes:
   poll   --clients pollers with ETags every --poll-every; publish; report lost, duplicates, requests/s
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
+         (--floor-sse fanout: hijacked sockets, one write per delivery, publishable; held: idle only)
   idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
 flags:
 `
@@ -127,6 +130,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
 	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
+	fs.StringVar(&c.FloorSSE, "floor-sse", "fanout", "floor: the events path, fanout (publishable, hijacked sockets) or held (a handler holding an idle response)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -134,7 +138,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return usageError{err}
 	}
 	if mode == "floor" {
-		return serveFloor(ctx, c.Addr, out)
+		return serveFloor(ctx, c.Addr, c.FloorSSE, out)
 	}
 	if err := c.check(); err != nil {
 		return usageError{err}

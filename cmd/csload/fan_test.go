@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startFloor serves the floor (sse: fanout or held) on a free loopback
+// port until the test ends.
+func startFloor(t *testing.T, sse string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveFloorOn(ctx, ln, sse, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("floor: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// The floor's publish answers 201 with the course's ids in turn, and its
+// frame is coursestream's shape as csload's client reads it.
+func TestFloorPublishAndFrame(t *testing.T) {
+	url := startFloor(t, "fanout")
+	for want := range []string{"1", "2"} {
+		resp, err := http.Post(url+"/v1/courses/c1/events", "application/json", strings.NewReader(`{"type":"upload-progress","data":{"a": 1}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated || string(b) != `{"id":"`+string(rune('1'+want))+`"}` {
+			t.Fatalf("publish %d: %d %s", want+1, resp.StatusCode, b)
+		}
+	}
+	resp, err := http.Post(url+"/v1/courses/c1/events", "application/json", strings.NewReader(`{"data":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a publish without a type: %d, want 400", resp.StatusCode)
+	}
+
+	f := string(appendFloorFrame(nil, 7, "c1", "upload-progress", []byte(`{"t":42}`), 1000))
+	if want := "id: 7\nevent: upload-progress\ndata: {\"id\":\"7\",\"courseId\":\"c1\",\"type\":\"upload-progress\",\"data\":{\"t\":42},\"timestamp\":1000}\n\n"; f != want {
+		t.Fatalf("frame %q\nwant  %q", f, want)
+	}
+	cl := &client{courses: []string{"c0", "c1"}}
+	data := []byte(strings.TrimPrefix(strings.Split(f, "\n")[2], "data: "))
+	if id, sent, ok := parseData(data); !ok || id != 7 || sent != 42 || cl.lane(data) != 1 {
+		t.Fatalf("csload reads id %d sent %d ok %v lane %d; want 7, 42, true, 1", id, sent, ok, cl.lane(data))
+	}
+}
+
+// The floor's streams stay idle while nothing is published (csload idle
+// reads them through net/http's client: the Connection: close head), in
+// both kinds.
+func TestFloorIdle(t *testing.T) {
+	for _, kind := range []string{"fanout", "held"} {
+		c := config{Server: startFloor(t, kind), Clients: 20, Courses: 2, Ramp: 1000, Timeout: time.Minute,
+			Settle: 10 * time.Millisecond, CoursePfx: "idle-", Proto: "h1"}
+		ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+		rep, err := runIdle(ctx, c)
+		cancel()
+		if err != nil || rep.Connected != 20 {
+			t.Fatalf("%s: %v, %d connected; want 20", kind, err, rep.Connected)
+		}
+	}
+	err := serveFloor(context.Background(), "127.0.0.1:0", "nonsense", io.Discard)
+	if !errors.As(err, new(usageError)) {
+		t.Fatalf("--floor-sse nonsense: %v, want a usage error", err)
+	}
+}
+
+// The floor's poll answers 304 at once without ?wait=, and holds the
+// request with it.
+func TestFloorHeldPoll(t *testing.T) {
+	url := startFloor(t, "fanout") + "/v1/courses/c1/poll"
+	get := func(hc *http.Client, u string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("If-None-Match", `W/"c1:0"`)
+		return hc.Do(req)
+	}
+	resp, err := get(http.DefaultClient, url)
+	if err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("poll: %v %v, want 304", resp, err)
+	}
+	resp.Body.Close()
+	start := time.Now()
+	resp, err = get(http.DefaultClient, url+"?wait=150ms")
+	if err != nil || resp.StatusCode != http.StatusNotModified || time.Since(start) < 150*time.Millisecond {
+		t.Fatalf("poll?wait=150ms: %v %v after %s, want 304 after 150ms", resp, err, time.Since(start))
+	}
+	resp.Body.Close()
+	// Held 30 s: the client gives up first.
+	_, err = get(&http.Client{Timeout: 200 * time.Millisecond}, url+"?wait=30s")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("poll?wait=30s with a 200ms client: %v, want the client's timeout", err)
+	}
+}
