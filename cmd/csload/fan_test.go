@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,64 @@ func startFloor(t *testing.T, sse string) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+func sseRun(t *testing.T, c config) *report {
+	t.Helper()
+	if err := c.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	rep, err := runSSE(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.print(os.Stdout, false)
+	return rep
+}
+
+// wantAll checks that every client got each of its courses' events once,
+// in order, and that each event has its fan-out completion.
+func wantAll(t *testing.T, rep *report, clients, expected, events int) {
+	t.Helper()
+	if rep.Connected != clients || rep.Published != events || rep.Expected != expected ||
+		rep.Received != expected || rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	// Every event's last delivery is one of the deliveries, and the
+	// slowest of them all is the slowest event's last.
+	if rep.CompletionEvents != events || rep.CompletionP50 <= 0 || rep.CompletionP99 < rep.CompletionP50 ||
+		rep.CompletionMax != rep.LatencyMax {
+		t.Fatalf("completion over %d events: p50 %s p99 %s max %s (latency max %s); want %d events, 0 < p50 <= p99, max the latency max",
+			rep.CompletionEvents, rep.CompletionP50, rep.CompletionP99, rep.CompletionMax, rep.LatencyMax, events)
+	}
+}
+
+// The floor's fan-out is loaded exactly as coursestream: csload sse gets
+// every event, once and in order, with its completion time.
+func TestFloorFanOut(t *testing.T) {
+	url := startFloor(t, "fanout")
+	c := config{
+		Server: url, Clients: 100, Courses: 2, Ramp: 2000, Events: 10, Rate: 100, Payload: 16,
+		Publish: "http", Timeout: time.Minute, Settle: 50 * time.Millisecond, Drain: 20 * time.Second,
+		Concurrency: 2, CoursePfx: "fan-", Label: "floor",
+	}
+	rep := sseRun(t, c)
+	wantAll(t, rep, 100, 100*10/2, 10)
+	if rep.Mode != "sse" || rep.Label != "floor" {
+		t.Fatalf("mode %q label %q, want sse and floor", rep.Mode, rep.Label)
+	}
+
+	// The multi-course stream: each client on 2 of 4 courses.
+	c.Courses, c.PerStream, c.Clients, c.Events, c.CoursePfx = 4, 2, 40, 20, "fanmulti-"
+	wantAll(t, sseRun(t, c), 40, 40*2*20/4, 20)
+
+	// A course's ids go on from where its last run left them (1..5 then
+	// 6..10 on the floor): the clients of the second run check that too.
+	c.Courses, c.PerStream, c.Clients, c.Events, c.CoursePfx = 1, 1, 10, 5, "fanagain-"
+	wantAll(t, sseRun(t, c), 10, 50, 5)
+	wantAll(t, sseRun(t, c), 10, 50, 5)
 }
 
 // The floor's publish answers 201 with the course's ids in turn, and its

@@ -75,6 +75,7 @@ type config struct {
 	Proto       string // idle: h1, h1tls or h2
 	// Fan-out floor and plots.
 	FloorSSE string // floor: fanout or held
+	Label    string // sse: the report's label (plot series)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -131,6 +132,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
 	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
 	fs.StringVar(&c.FloorSSE, "floor-sse", "fanout", "floor: the events path, fanout (publishable, hijacked sockets) or held (a handler holding an idle response)")
+	fs.StringVar(&c.Label, "label", "", "sse: a label for the report (csload plot's series, e.g. coursestream or floor)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -44,11 +44,20 @@ type client struct {
 	resets     int
 	reconnects int
 	dropped    bool // its first connection ended (for the storm figures)
-	latencies  []time.Duration
+	samples    []sample
 	done       chan struct{} // closed when the expected count arrived
 	doneClosed bool
 	expect     int
 	stopped    bool
+}
+
+// sample is one delivery: its course (the number in the run), its id and
+// its latency, for the latency percentiles and each event's fan-out
+// completion (the latency of its last subscriber).
+type sample struct {
+	id     uint64
+	lat    time.Duration
+	course int32
 }
 
 // storm records when clients lost their first connection and when they
@@ -286,7 +295,11 @@ func (c *client) read(r *bufio.Reader) time.Duration {
 		}
 		c.received++
 		if sent > 0 {
-			c.latencies = append(c.latencies, now.Sub(time.Unix(0, sent)))
+			course := int32(-1 - k) // a client without its courses' numbers (soak)
+			if k < len(c.index) {
+				course = int32(c.index[k])
+			}
+			c.samples = append(c.samples, sample{id: id, lat: now.Sub(time.Unix(0, sent)), course: course})
 		}
 		if c.received == c.expect && !c.doneClosed {
 			c.doneClosed = true
@@ -327,6 +340,7 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 	bases, _ := parseServers(c.Server)
 	st := &storm{}
 	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, PerStream: c.PerStream, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
+	rep.Label = c.Label
 	proc := newProc(c.PID)
 	rssBefore := proc.rss()
 
@@ -438,6 +452,11 @@ wait:
 	rep.ServerCPUSeconds = proc.cpu() - cpuBefore
 
 	var lat []time.Duration
+	type event struct {
+		course int32
+		id     uint64
+	}
+	last := make(map[event]time.Duration) // each event's latency to its last subscriber
 	for _, cl := range clients {
 		cl.mu.Lock()
 		rep.Received += cl.received
@@ -445,9 +464,20 @@ wait:
 		rep.OutOfOrder += cl.outOfOrder
 		rep.Resets += cl.resets
 		rep.Reconnects += cl.reconnects
-		lat = append(lat, cl.latencies...)
+		for _, s := range cl.samples {
+			lat = append(lat, s.lat)
+			if e := (event{s.course, s.id}); s.lat > last[e] {
+				last[e] = s.lat
+			}
+		}
 		cl.mu.Unlock()
 	}
+	completion := make([]time.Duration, 0, len(last))
+	for _, d := range last {
+		completion = append(completion, d)
+	}
+	rep.CompletionEvents = len(completion)
+	rep.CompletionP50, rep.CompletionP99, rep.CompletionMax = pct(completion, 50), pct(completion, 99), pct(completion, 100)
 	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
 	if n := st.retried.Load(); n > 0 {
 		rep.Reconnected = int(n)
