@@ -1,15 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"coursestream/internal/tlstest"
 )
 
 // startFloor serves the floor (sse: fanout or held) on a free loopback
@@ -30,6 +37,37 @@ func startFloor(t *testing.T, sse string) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// startTLSServer builds and runs coursestream over HTTPS (HTTP/2 by ALPN)
+// on a free loopback port, with a test certificate.
+func startTLSServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "coursestream")
+	if out, err := exec.Command("go", "build", "-o", bin, "../coursestream").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cert := tlstest.New(t)
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	re := regexp.MustCompile(`msg="coursestream listening" addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return "https://" + m[1]
+		}
+	}
+	t.Fatal("server exited before listening")
+	return ""
 }
 
 func sseRun(t *testing.T, c config) *report {
@@ -170,5 +208,27 @@ func TestFloorHeldPoll(t *testing.T) {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("poll?wait=30s with a 200ms client: %v, want the client's timeout", err)
+	}
+}
+
+// csload sse over HTTP/2 and over HTTP/1.1 with TLS, each client on its
+// own connection, against coursestream over HTTPS: the same checks.
+func TestSSEOverTLS(t *testing.T) {
+	url := startTLSServer(t)
+	for _, p := range []string{"h2", "h1tls"} {
+		c := config{
+			Server: url, Clients: 40, Courses: 2, Ramp: 2000, Events: 10, Rate: 100, Payload: 16,
+			Publish: "http", Timeout: time.Minute, Settle: 50 * time.Millisecond, Drain: 20 * time.Second,
+			Concurrency: 2, CoursePfx: "tls-" + p + "-", Proto: p,
+		}
+		rep := sseRun(t, c)
+		wantAll(t, rep, 40, 40*10/2, 10)
+		if rep.Mode != "sse "+p {
+			t.Fatalf("mode %q, want sse %s", rep.Mode, p)
+		}
+	}
+	c := config{Server: strings.Replace(url, "https", "http", 1), Clients: 1, Courses: 1, Ramp: 1, Rate: 1, Concurrency: 1, Publish: "http", Proto: "h2"}
+	if _, err := runSSE(context.Background(), c); !errors.As(err, new(usageError)) {
+		t.Fatalf("h2 against http://: %v, want a usage error", err)
 	}
 }

@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
-	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
+	fs.StringVar(&c.Proto, "proto", "h2", "idle (default h2) and sse (default h1): h1 (http://), h1tls or h2 (https://)")
 	fs.StringVar(&c.FloorSSE, "floor-sse", "fanout", "floor: the events path, fanout (publishable, hijacked sockets) or held (a handler holding an idle response)")
 	fs.StringVar(&c.Label, "label", "", "sse: a label for the report (csload plot's series, e.g. coursestream or floor)")
 	if err := fs.Parse(args); err != nil {
@@ -141,6 +141,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if mode == "floor" {
 		return serveFloor(ctx, c.Addr, c.FloorSSE, out)
+	}
+	if mode == "sse" && !flagSet(fs, "proto") {
+		c.Proto = "h1" // sse's default; idle's is h2
 	}
 	if err := c.check(); err != nil {
 		return usageError{err}
@@ -199,4 +202,10 @@ func (c *config) check() error {
 		return errors.New("--publish fcall needs --redis-url")
 	}
 	return nil
+}
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) (set bool) {
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
