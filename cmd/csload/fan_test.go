@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/xml"
 	"errors"
 	"io"
 	"net"
@@ -230,5 +231,73 @@ func TestSSEOverTLS(t *testing.T) {
 	c := config{Server: strings.Replace(url, "https", "http", 1), Clients: 1, Courses: 1, Ramp: 1, Rate: 1, Concurrency: 1, Publish: "http", Proto: "h2"}
 	if _, err := runSSE(context.Background(), c); !errors.As(err, new(usageError)) {
 		t.Fatalf("h2 against http://: %v, want a usage error", err)
+	}
+}
+
+// csload plot: the SVG parses as XML, with one point per report in each
+// panel, the larger value higher.
+func TestPlot(t *testing.T) {
+	dir := t.TempDir()
+	reps := map[string]report{
+		"cs-1000.json":    {Mode: "sse", Clients: 1000, Connected: 1000, RSSPerConnKiB: 7.5, CPUPerDeliveryMicros: 12, CompletionP99: 300 * time.Millisecond},
+		"cs-2000.json":    {Mode: "sse", Clients: 2000, Connected: 2000, RSSPerConnKiB: 7.6, CPUPerDeliveryMicros: 13, CompletionP99: 500 * time.Millisecond},
+		"floor-1000.json": {Mode: "sse", Clients: 1000, Connected: 1000, RSSPerConnKiB: 4, CPUPerDeliveryMicros: 8, CompletionP99: 100 * time.Millisecond},
+		"x.json":          {Mode: "sse h2", Label: "coursestream", Clients: 500, Connected: 500, RSSPerConnKiB: 66, CPUPerDeliveryMicros: 20, CompletionP99: time.Second},
+	}
+	var files []string
+	for name, r := range reps {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.print(f, true)
+		f.Close()
+		files = append(files, f.Name())
+	}
+	svg := filepath.Join(dir, "plot.svg")
+	if err := run(context.Background(), append([]string{"plot", "--out", svg}, files...), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type circle struct {
+		CY    float64 `xml:"cy,attr"`
+		Title string  `xml:"title"`
+	}
+	var doc struct {
+		XMLName xml.Name `xml:"svg"`
+		Panels  []struct {
+			Metric  string   `xml:"data-metric,attr"`
+			Circles []circle `xml:"circle"`
+		} `xml:"g"`
+		Legend []string `xml:"text"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("the SVG is not XML: %v\n%s", err, b)
+	}
+	if len(doc.Panels) != 3 {
+		t.Fatalf("%d panels, want 3", len(doc.Panels))
+	}
+	for _, p := range doc.Panels {
+		if len(p.Circles) != len(reps) {
+			t.Fatalf("panel %s: %d points, want %d", p.Metric, len(p.Circles), len(reps))
+		}
+		cy := map[string]float64{}
+		for _, c := range p.Circles {
+			cy[strings.SplitN(c.Title, ":", 2)[0]] = c.CY
+		}
+		if !(cy["x.json"] < cy["cs-2000.json"] && cy["cs-2000.json"] < cy["floor-1000.json"]) { // SVG's y grows downwards
+			t.Fatalf("panel %s: heights %v, want x above cs-2000 above floor-1000", p.Metric, cy)
+		}
+	}
+	for _, want := range []string{"cs", "floor", "coursestream h2"} {
+		if !strings.Contains(string(b), ">"+want+"</text>") {
+			t.Fatalf("no legend %q in\n%s", want, b)
+		}
+	}
+	if err := run(context.Background(), []string{"plot"}, io.Discard); !errors.As(err, new(usageError)) {
+		t.Fatalf("plot without reports: %v, want a usage error", err)
 	}
 }

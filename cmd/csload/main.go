@@ -9,6 +9,7 @@
 //	csload poll  [flags]   ETag pollers + publisher
 //	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
+//	csload plot  [--out f.svg] a.json b.json...   an SVG of sse --json reports against subscribers
 //	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
 //
 // It targets loopback only unless --allow-remote, and every run ends by
@@ -85,6 +86,7 @@ modes:
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
          (--floor-sse fanout: hijacked sockets, one write per delivery, publishable; held: idle only)
+  plot   csload plot [--out plot.svg] a.json b.json ...: sse --json reports, per subscribers, as SVG
   idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
 flags:
 `
@@ -93,6 +95,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	mode := "sse"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		mode, args = args[0], args[1:]
+	}
+	if mode == "plot" {
+		return runPlot(args, out)
 	}
 	switch mode {
 	case "sse", "poll", "soak", "floor", "idle":
