@@ -15,13 +15,16 @@ import (
 
 // protocols are the --proto values of idle mode: how each stream reaches
 // the server, one TCP connection per stream.
-var protocols = map[string]struct {
-	tls, h2 bool
-	major   int
-}{
+var protocols = map[string]proto{
 	"h1":    {major: 1},            // HTTP/1.1 over TCP: the stream is taken over from net/http
 	"h1tls": {tls: true, major: 1}, // HTTP/1.1 over TLS: written through the ResponseWriter
 	"h2":    {tls: true, h2: true, major: 2},
+}
+
+// proto is how a stream reaches the server.
+type proto struct {
+	tls, h2 bool
+	major   int
 }
 
 // runIdle opens c.Clients idle SSE streams, each on its own connection
@@ -72,7 +75,7 @@ func runIdle(ctx context.Context, c config) (*report, error) {
 		go func() {
 			defer dials.Done()
 			url := base.String() + "/v1/courses/" + c.CoursePfx + strconv.Itoa(i%c.Courses) + "/events"
-			took, body, err := openIdle(ctx, url, c.Token, p.tls, p.h2, p.major)
+			took, _, body, err := openStream(ctx, url, c.Token, "", p)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -113,40 +116,47 @@ func runIdle(ctx context.Context, c config) (*report, error) {
 	return rep, nil
 }
 
-// openIdle opens one stream on a connection of its own and reads its
-// first frame (retry:); the body is the caller's to read and close.
-func openIdle(ctx context.Context, url, token string, useTLS, h2 bool, major int) (time.Duration, io.ReadCloser, error) {
+// openStream opens one stream on a connection of its own over p, with
+// Last-Event-ID lastID unless empty, and reads its first frame (retry:).
+// The body is the caller's to read, from the reader returned, and to close.
+func openStream(ctx context.Context, url, token, lastID string, p proto) (time.Duration, *bufio.Reader, io.ReadCloser, error) {
 	tr := &http.Transport{Protocols: new(http.Protocols), DisableCompression: true, MaxIdleConns: 1}
-	if useTLS {
+	if p.tls {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // loopback load: the server's own test certificate
 	}
-	if h2 {
+	if p.h2 {
 		tr.Protocols.SetHTTP2(true)
 	} else {
 		tr.Protocols.SetHTTP1(true)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
 	start := time.Now()
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != major {
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != p.major {
 		resp.Body.Close()
-		return 0, nil, fmt.Errorf("GET %s: %s over %s, want 200 over HTTP/%d", url, resp.Status, resp.Proto, major)
+		tr.CloseIdleConnections()
+		return 0, nil, nil, fmt.Errorf("GET %s: %s over %s, want 200 over HTTP/%d", url, resp.Status, resp.Proto, p.major)
 	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n') // retry:, the first frame; the rest is dropped
+	br := bufio.NewReaderSize(resp.Body, 4096)
+	line, err := br.ReadString('\n') // retry:, the first frame
 	if err != nil || len(line) < len("retry: ") || line[:len("retry: ")] != "retry: " {
 		resp.Body.Close()
-		return 0, nil, errors.Join(fmt.Errorf("GET %s: no retry: frame first (%q)", url, line), err)
+		tr.CloseIdleConnections()
+		return 0, nil, nil, errors.Join(fmt.Errorf("GET %s: no retry: frame first (%q)", url, line), err)
 	}
-	return time.Since(start), closeTransport{resp.Body, tr}, nil
+	return time.Since(start), br, closeTransport{resp.Body, tr}, nil
 }
 
 // closeTransport closes the stream's body and then its transport's

@@ -9,6 +9,7 @@
 //	csload poll  [flags]   ETag pollers + publisher
 //	csload soak  [flags]   clients come and go on fresh courses; server RSS sampled
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
+//	csload plot  [--out f.svg] a.json b.json...   an SVG of sse --json reports against subscribers
 //	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
 //	csload scale [flags]   K instances on one Redis, one csload sse child each; CPU per delivery, fan-out completion
 //
@@ -75,6 +76,9 @@ type config struct {
 	Pipeline    int
 	Proto       string // idle: h1, h1tls or h2
 	scaleConfig        // scale, and sse --subscribe-only (scale.go)
+	// Fan-out floor and plots.
+	FloorSSE string // floor: fanout or held
+	Label    string // sse: the report's label (plot series)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -83,6 +87,8 @@ modes:
   poll   --clients pollers with ETags every --poll-every; publish; report lost, duplicates, requests/s
   soak   connect-publish-leave cycles for --duration; report the server's RSS per cycle (--pid)
   floor  serve bare net/http 304s and idle SSE on --addr: the floor to compare the server with
+         (--floor-sse fanout: hijacked sockets, one write per delivery, publishable; held: idle only)
+  plot   csload plot [--out plot.svg] a.json b.json ...: sse --json reports, per subscribers, as SVG
   idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
   scale  --instances of --cs on one --redis-url, --clients each (one csload sse --subscribe-only child per instance); FCALL --events one at a time or at --rate
 flags:
@@ -92,6 +98,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	mode := "sse"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		mode, args = args[0], args[1:]
+	}
+	if mode == "plot" {
+		return runPlot(args, out)
 	}
 	switch mode {
 	case "sse", "poll", "soak", "floor", "idle", "scale":
@@ -129,8 +138,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8090", "floor: listen address")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
-	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
+	fs.StringVar(&c.Proto, "proto", "h2", "idle (default h2) and sse (default h1): h1 (http://), h1tls or h2 (https://)")
 	scaleFlags(fs, &c.scaleConfig)
+	fs.StringVar(&c.FloorSSE, "floor-sse", "fanout", "floor: the events path, fanout (publishable, hijacked sockets) or held (a handler holding an idle response)")
+	fs.StringVar(&c.Label, "label", "", "sse: a label for the report (csload plot's series, e.g. coursestream or floor)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -138,7 +149,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return usageError{err}
 	}
 	if mode == "floor" {
-		return serveFloor(ctx, c.Addr, out)
+		return serveFloor(ctx, c.Addr, c.FloorSSE, out)
+	}
+	if mode == "sse" && !flagSet(fs, "proto") {
+		c.Proto = "h1" // sse's default; idle's is h2
 	}
 	if err := c.check(); err != nil {
 		return usageError{err}
@@ -199,4 +213,10 @@ func (c *config) check() error {
 		return errors.New("--publish fcall needs --redis-url")
 	}
 	return nil
+}
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) (set bool) {
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

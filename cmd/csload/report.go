@@ -44,6 +44,13 @@ type report struct {
 	LatencyP90      time.Duration `json:"latencyP90"`
 	LatencyP99      time.Duration `json:"latencyP99"`
 	LatencyMax      time.Duration `json:"latencyMax"`
+	// Fan-out completion (sse): per event, the latency of its last
+	// subscriber; the percentiles are over the run's events.
+	CompletionEvents int           `json:"completionEvents,omitempty"`
+	CompletionP50    time.Duration `json:"completionP50,omitempty"`
+	CompletionP99    time.Duration `json:"completionP99,omitempty"`
+	CompletionMax    time.Duration `json:"completionMax,omitempty"`
+	Label            string        `json:"label,omitempty"` // --label: what was measured (plot series)
 	// Server figures, with --pid.
 	ServerRSSMiB         float64 `json:"serverRssMiB,omitempty"`
 	RSSPerConnKiB        float64 `json:"rssPerConnKiB,omitempty"`
@@ -81,6 +88,9 @@ func (r *report) print(w io.Writer, asJSON bool) {
 		fmt.Fprintf(w, "%d clients lost their stream and tried again within %s\n", r.Reconnected, ms(r.ReconnectSpread))
 	}
 	fmt.Fprintf(w, "latency p50 %s p90 %s p99 %s max %s\n", ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99), ms(r.LatencyMax))
+	if r.CompletionEvents > 0 {
+		fmt.Fprintf(w, "fan-out completion (last subscriber) over %d events: p50 %s p99 %s max %s\n", r.CompletionEvents, ms(r.CompletionP50), ms(r.CompletionP99), ms(r.CompletionMax))
+	}
 	if r.Requests > 0 {
 		fmt.Fprintf(w, "polls: %d requests (%d x 304), %.0f/s\n", r.Requests, r.NotModOK, r.RequestsPS)
 	}

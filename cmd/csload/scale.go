@@ -152,7 +152,9 @@ wait:
 		rep.OutOfOrder += cl.outOfOrder
 		rep.Resets += cl.resets
 		rep.Reconnects += cl.reconnects
-		lat = append(lat, cl.latencies...)
+		for _, s := range cl.samples {
+			lat = append(lat, s.lat)
+		}
 		cl.mu.Unlock()
 	}
 	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)

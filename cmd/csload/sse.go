@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -34,7 +36,7 @@ type client struct {
 	storm   *storm
 
 	mu         sync.Mutex
-	conn       net.Conn
+	conn       io.Closer
 	server     int      // index in bases of the current connection
 	last       []uint64 // last id seen per course; 0 before the first
 	received   int
@@ -44,12 +46,21 @@ type client struct {
 	resets     int
 	reconnects int
 	dropped    bool // its first connection ended (for the storm figures)
-	latencies  []time.Duration
+	samples    []sample
 	done       chan struct{} // closed when the expected count arrived
 	doneClosed bool
 	expect     int
 	stopped    bool
 	scale      *scaleTrack // sse --subscribe-only (csload scale's child): per-event counts (scale.go)
+}
+
+// sample is one delivery: its course (the number in the run), its id and
+// its latency, for the latency percentiles and each event's fan-out
+// completion (the latency of its last subscriber).
+type sample struct {
+	id     uint64
+	lat    time.Duration
+	course int32
 }
 
 // storm records when clients lost their first connection and when they
@@ -77,23 +88,33 @@ func (s *storm) note(v *atomic.Int64, less bool) {
 func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Reader, error) {
 	start := time.Now()
 	base := c.bases[server%len(c.bases)]
+	path, sep := "/v1/courses/"+c.courses[0]+"/events", "?"
+	if len(c.courses) > 1 {
+		path, sep = "/v1/events?courses="+strings.Join(c.courses, ","), "&"
+	}
+	resume := ""
+	if c.cfg.Reconnect {
+		c.mu.Lock()
+		resume = c.cursor()
+		c.mu.Unlock()
+	}
+	if p := protocols[c.cfg.Proto]; p.tls { // h1tls, h2: through net/http's client
+		_, body, closer, err := openStream(ctx, strings.TrimRight(base.String(), "/")+path, c.cfg.Token, resume, p)
+		if err != nil {
+			return 0, nil, err
+		}
+		return time.Since(start), body, c.took(closer, server)
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", base.Host)
 	if err != nil {
 		return 0, nil, err
 	}
-	path, sep := "/v1/courses/"+c.courses[0]+"/events", "?"
-	if len(c.courses) > 1 {
-		path, sep = "/v1/events?courses="+strings.Join(c.courses, ","), "&"
-	}
 	if c.cfg.Token != "" {
 		path += sep + "token=" + url.QueryEscape(c.cfg.Token)
 	}
-	resume := ""
-	if c.cfg.Reconnect {
-		c.mu.Lock()
-		resume = "Last-Event-ID: " + c.cursor() + "\r\n"
-		c.mu.Unlock()
+	if resume != "" {
+		resume = "Last-Event-ID: " + resume + "\r\n"
 	}
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n", path, base.Host, resume); err != nil {
 		conn.Close()
@@ -117,6 +138,13 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 		return 0, nil, fmt.Errorf("first line %q: %v", line, err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
+	return time.Since(start), body, c.took(conn, server)
+}
+
+// took makes conn the client's connection (the socket over h1, the
+// stream's body and its transport over h1tls and h2), and closes it if the client
+// was stopped meanwhile. It returns nil.
+func (c *client) took(conn io.Closer, server int) error {
 	c.mu.Lock()
 	c.conn, c.server = conn, server
 	stopped := c.stopped
@@ -124,7 +152,7 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 	if stopped {
 		conn.Close()
 	}
-	return time.Since(start), body, nil
+	return nil
 }
 
 // cursor is where the client is: the last id of its course, or the
@@ -287,7 +315,11 @@ func (c *client) read(r *bufio.Reader) time.Duration {
 		}
 		c.received++
 		if sent > 0 {
-			c.latencies = append(c.latencies, now.Sub(time.Unix(0, sent)))
+			course := int32(-1 - k) // a client without its courses' numbers (soak)
+			if k < len(c.index) {
+				course = int32(c.index[k])
+			}
+			c.samples = append(c.samples, sample{id: id, lat: now.Sub(time.Unix(0, sent)), course: course})
 			c.scale.note(id, now.Sub(time.Unix(0, sent))) // nil-safe
 		}
 		if c.received == c.expect && !c.doneClosed {
@@ -327,8 +359,24 @@ func parseData(b []byte) (id uint64, sent int64, ok bool) {
 
 func runSSE(ctx context.Context, c config) (*report, error) {
 	bases, _ := parseServers(c.Server)
+	if c.Proto == "" {
+		c.Proto = "h1"
+	}
+	p, ok := protocols[c.Proto]
+	if !ok {
+		return nil, usageError{fmt.Errorf("--proto %q: want h1, h1tls or h2", c.Proto)}
+	}
+	for _, b := range bases {
+		if (b.Scheme == "https") != p.tls {
+			return nil, usageError{fmt.Errorf("--proto %s wants %s --server, got %s", c.Proto, map[bool]string{true: "https://", false: "http://"}[p.tls], b)}
+		}
+	}
 	st := &storm{}
 	rep := &report{Mode: "sse", Clients: c.Clients, Courses: c.Courses, PerStream: c.PerStream, Events: c.Events, Rate: c.Rate, Payload: c.Payload, Publish: c.Publish}
+	if c.Proto != "h1" {
+		rep.Mode = "sse " + c.Proto
+	}
+	rep.Label = c.Label
 	proc := newProc(c.PID)
 	rssBefore := proc.rss()
 	track := newScaleTrack(c) // nil unless --subscribe-only
@@ -421,6 +469,11 @@ func runSSE(ctx context.Context, c config) (*report, error) {
 		return rep, err
 	}
 	defer pub.close()
+	if hp, ok := pub.(*httpPublisher); ok && p.tls {
+		if tr, ok := hp.client.Transport.(*http.Transport); ok {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // loopback load: the server's own test certificate
+		}
+	}
 	cpuBefore := proc.cpu()
 	pubStart := time.Now()
 	published, err := publishAll(ctx, c, pub)
@@ -445,6 +498,11 @@ wait:
 	rep.ServerCPUSeconds = proc.cpu() - cpuBefore
 
 	var lat []time.Duration
+	type event struct {
+		course int32
+		id     uint64
+	}
+	last := make(map[event]time.Duration) // each event's latency to its last subscriber
 	for _, cl := range clients {
 		cl.mu.Lock()
 		rep.Received += cl.received
@@ -452,9 +510,20 @@ wait:
 		rep.OutOfOrder += cl.outOfOrder
 		rep.Resets += cl.resets
 		rep.Reconnects += cl.reconnects
-		lat = append(lat, cl.latencies...)
+		for _, s := range cl.samples {
+			lat = append(lat, s.lat)
+			if e := (event{s.course, s.id}); s.lat > last[e] {
+				last[e] = s.lat
+			}
+		}
 		cl.mu.Unlock()
 	}
+	completion := make([]time.Duration, 0, len(last))
+	for _, d := range last {
+		completion = append(completion, d)
+	}
+	rep.CompletionEvents = len(completion)
+	rep.CompletionP50, rep.CompletionP99, rep.CompletionMax = pct(completion, 50), pct(completion, 99), pct(completion, 100)
 	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
 	if n := st.retried.Load(); n > 0 {
 		rep.Reconnected = int(n)
