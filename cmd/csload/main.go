@@ -11,6 +11,7 @@
 //	csload floor [flags]   a bare net/http server (304 and idle SSE) to compare with
 //	csload plot  [--out f.svg] a.json b.json...   an SVG of sse --json reports against subscribers
 //	csload idle  [flags]   idle SSE streams over --proto h1, h1tls or h2; server RSS per connection
+//	csload sweep [flags]   the same load at several --points, on fresh servers, against references; medians, ratios, SVG
 //	csload scale [flags]   K instances on one Redis, one csload sse child each; CPU per delivery, fan-out completion
 //
 // It targets loopback only unless --allow-remote, and every run ends by
@@ -77,8 +78,10 @@ type config struct {
 	Proto       string // idle: h1, h1tls or h2
 	scaleConfig        // scale, and sse --subscribe-only (scale.go)
 	// Fan-out floor and plots.
-	FloorSSE string // floor: fanout or held
-	Label    string // sse: the report's label (plot series)
+	FloorSSE    string // floor: fanout or held
+	Label       string // sse: the report's label (plot series)
+	Target      string // sse: the server's kind, coursestream or centrifugo (centrifugo.go)
+	sweepConfig        // sweep (sweep.go)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -90,6 +93,7 @@ modes:
          (--floor-sse fanout: hijacked sockets, one write per delivery, publishable; held: idle only)
   plot   csload plot [--out plot.svg] a.json b.json ...: sse --json reports, per subscribers, as SVG
   idle   --clients idle SSE streams, one connection each, over --proto h1|h1tls|h2; the server's RSS per connection (--pid)
+  sweep  --targets coursestream,floor,centrifugo at --points (--clients values), --runs each, fresh servers (--cs, --centrifugo); medians, ratio to the reference, --svg
   scale  --instances of --cs on one --redis-url, --clients each (one csload sse --subscribe-only child per instance); FCALL --events one at a time or at --rate
 flags:
 `
@@ -103,9 +107,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return runPlot(args, out)
 	}
 	switch mode {
-	case "sse", "poll", "soak", "floor", "idle", "scale":
+	case "sse", "poll", "soak", "floor", "idle", "scale", "sweep":
 	default:
-		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor, idle or scale", mode)}
+		return usageError{fmt.Errorf("unknown mode %q: want sse, poll, soak, floor, idle, scale or sweep", mode)}
 	}
 	var c config
 	fs := flag.NewFlagSet("csload "+mode, flag.ContinueOnError)
@@ -141,6 +145,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Proto, "proto", "h2", "idle (default h2) and sse (default h1): h1 (http://), h1tls or h2 (https://)")
 	scaleFlags(fs, &c.scaleConfig)
 	fs.StringVar(&c.FloorSSE, "floor-sse", "fanout", "floor: the events path, fanout (publishable, hijacked sockets) or held (a handler holding an idle response)")
+	fs.StringVar(&c.Target, "target", "coursestream", "sse: the server's kind: coursestream, or centrifugo (v6 uni_sse, started by csload sweep: its token and API keys)")
+	sweepFlags(fs, &c.sweepConfig)
 	fs.StringVar(&c.Label, "label", "", "sse: a label for the report (csload plot's series, e.g. coursestream or floor)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -151,7 +157,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if mode == "floor" {
 		return serveFloor(ctx, c.Addr, c.FloorSSE, out)
 	}
-	if mode == "sse" && !flagSet(fs, "proto") {
+	if (mode == "sse" || mode == "sweep") && !flagSet(fs, "proto") {
 		c.Proto = "h1" // sse's default; idle's is h2
 	}
 	if err := c.check(); err != nil {
@@ -159,6 +165,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if c.CoursePfx == "" {
 		c.CoursePfx = fmt.Sprintf("load-%d-", time.Now().UnixNano()%1e9)
+	}
+	if mode == "sweep" {
+		return runSweep(ctx, c, out) // each of its runs ends by --timeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()

@@ -21,6 +21,9 @@ type publisher interface {
 }
 
 func newPublisher(c config) (publisher, error) {
+	if c.Target == "centrifugo" {
+		return newCentrifugoPublisher(strings.TrimRight(strings.Split(c.Server, ",")[0], "/"), c.Concurrency*2), nil
+	}
 	if c.Publish == "fcall" {
 		opt, err := redis.ParseURL(c.RedisURL)
 		if err != nil {

@@ -92,6 +92,10 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 	if len(c.courses) > 1 {
 		path, sep = "/v1/events?courses="+strings.Join(c.courses, ","), "&"
 	}
+	first := func(line []byte) bool { return bytes.HasPrefix(line, []byte("retry:")) }
+	if c.cfg.Target == "centrifugo" {
+		path, first = centrifugoPath(c.courses[0]), centrifugoFirst
+	}
 	resume := ""
 	if c.cfg.Reconnect {
 		c.mu.Lock()
@@ -133,7 +137,10 @@ func (c *client) dial(ctx context.Context, server int) (time.Duration, *bufio.Re
 	}
 	body := bufio.NewReaderSize(resp.Body, 4096)
 	line, err := body.ReadSlice('\n')
-	if err != nil || !bytes.HasPrefix(line, []byte("retry:")) {
+	for err == nil && len(bytes.TrimSpace(line)) == 0 { // centrifugo starts with a blank line
+		line, err = body.ReadSlice('\n')
+	}
+	if err != nil || !first(line) {
 		conn.Close()
 		return 0, nil, fmt.Errorf("first line %q: %v", line, err)
 	}
