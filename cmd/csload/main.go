@@ -73,6 +73,11 @@ type config struct {
 	Reconnect   bool
 	Pipeline    int
 	Proto       string // idle: h1, h1tls or h2
+	// Poll mode.
+	Polls       int           // polls per poller (0: until the run ends)
+	Wait        time.Duration // long-poll: ?wait= of every poll
+	PerPoll     int           // courses per poll: above 1, GET /v1/poll?courses=
+	DurationSet bool          // --duration was given (poll: how long to poll)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -127,12 +132,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Minute, "soak: how long to run")
 	fs.DurationVar(&c.Cycle, "cycle", 2*time.Second, "soak: one connect-publish-leave cycle")
 	fs.StringVar(&c.Proto, "proto", "h2", "idle: h1 (http://), h1tls or h2 (https://)")
+	fs.IntVar(&c.Polls, "polls", 0, "poll: polls per poller, then it stops (0: until --duration, or the events' --drain)")
+	fs.DurationVar(&c.Wait, "wait", 0, "poll: long-poll, ?wait= on every poll (at most 30s); with --events 0, the server's RSS per held poll after --settle")
+	fs.IntVar(&c.PerPoll, "courses-per-poll", 1, "poll: courses per poll (above 1, the multi-course poll /v1/poll?courses=&cursor=)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
 	}
+	fs.Visit(func(f *flag.Flag) { c.DurationSet = c.DurationSet || f.Name == "duration" })
 	if mode == "floor" {
 		return serveFloor(ctx, c.Addr, out)
 	}
