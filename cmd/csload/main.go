@@ -82,6 +82,11 @@ type config struct {
 	Label       string // sse: the report's label (plot series)
 	Target      string // sse: the server's kind, coursestream or centrifugo (centrifugo.go)
 	sweepConfig        // sweep (sweep.go)
+	// Poll mode.
+	Polls       int           // polls per poller (0: until the run ends)
+	Wait        time.Duration // long-poll: ?wait= of every poll
+	PerPoll     int           // courses per poll: above 1, GET /v1/poll?courses=
+	DurationSet bool          // --duration was given (poll: how long to poll)
 }
 
 const modesUsage = `usage: csload [mode] [flags]   (127.0.0.1 only unless --allow-remote)
@@ -148,12 +153,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.Target, "target", "coursestream", "sse: the server's kind: coursestream, or centrifugo (v6 uni_sse, started by csload sweep: its token and API keys)")
 	sweepFlags(fs, &c.sweepConfig)
 	fs.StringVar(&c.Label, "label", "", "sse: a label for the report (csload plot's series, e.g. coursestream or floor)")
+	fs.IntVar(&c.Polls, "polls", 0, "poll: polls per poller, then it stops (0: until --duration, or the events' --drain)")
+	fs.DurationVar(&c.Wait, "wait", 0, "poll: long-poll, ?wait= on every poll (at most 30s); with --events 0, the server's RSS per held poll after --settle")
+	fs.IntVar(&c.PerPoll, "courses-per-poll", 1, "poll: courses per poll (above 1, the multi-course poll /v1/poll?courses=&cursor=)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
 	}
+	fs.Visit(func(f *flag.Flag) { c.DurationSet = c.DurationSet || f.Name == "duration" })
 	if mode == "floor" {
 		return serveFloor(ctx, c.Addr, c.FloorSSE, out)
 	}

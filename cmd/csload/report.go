@@ -66,6 +66,20 @@ type report struct {
 	RequestsPS float64 `json:"requestsPerSecond,omitempty"`
 	// sse --subscribe-only: per event id, its last delivery's latency here.
 	EventMaxLatency map[string]time.Duration `json:"eventMaxLatency,omitempty"`
+	// Poll mode: the polling window (from every poller's first answer, or
+	// every long-poll held, to the end), its requests and the server's CPU
+	// per request and per 304 over it (--pid); held long-polls and the
+	// server's RSS per held poll.
+	PerPoll             int           `json:"coursesPerPoll,omitempty"`
+	Wait                time.Duration `json:"wait,omitempty"`
+	PollConns           int           `json:"pollConnections,omitempty"`
+	PollErrors          int           `json:"pollErrors,omitempty"`
+	PollSeconds         float64       `json:"pollWindowSeconds,omitempty"`
+	PollRequests        int           `json:"pollWindowRequests,omitempty"`
+	CPUPerRequestMicros float64       `json:"cpuPerRequestMicros,omitempty"`
+	CPUPer304Micros     float64       `json:"cpuPer304Micros,omitempty"`
+	HeldPolls           int           `json:"heldPolls,omitempty"`
+	RSSPerHeldKiB       float64       `json:"rssPerHeldPollKiB,omitempty"`
 }
 
 func (r *report) print(w io.Writer, asJSON bool) {
@@ -94,6 +108,7 @@ func (r *report) print(w io.Writer, asJSON bool) {
 	if r.Requests > 0 {
 		fmt.Fprintf(w, "polls: %d requests (%d x 304), %.0f/s\n", r.Requests, r.NotModOK, r.RequestsPS)
 	}
+	r.printPoll(w)
 	if r.RSSEndMiB > 0 {
 		fmt.Fprintf(w, "soak: RSS %.1f MiB after warm-up, %.1f MiB at the end, %.1f MiB at most\n", r.RSSStartMiB, r.RSSEndMiB, r.RSSMaxMiB)
 	}
@@ -162,4 +177,29 @@ func (p proc) cpu() float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// printPoll prints the poll mode's figures.
+func (r *report) printPoll(w io.Writer) {
+	if r.Mode != "poll" && r.Mode != "long-poll" {
+		return
+	}
+	if r.PerPoll > 1 || r.Wait > 0 {
+		fmt.Fprintf(w, "each poller: %d course(s) per poll, wait %s\n", max(r.PerPoll, 1), r.Wait)
+	}
+	fmt.Fprintf(w, "pollers: %d connections opened, %d poll errors\n", r.PollConns, r.PollErrors)
+	if r.HeldPolls > 0 || r.Wait > 0 {
+		fmt.Fprintf(w, "held long-polls: %d of %d", r.HeldPolls, r.Clients)
+		if r.ServerRSSMiB > 0 {
+			fmt.Fprintf(w, "; server RSS %.1f KiB per held poll", r.RSSPerHeldKiB)
+		}
+		fmt.Fprintln(w)
+	}
+	if r.PollRequests > 0 {
+		fmt.Fprintf(w, "polling window %.1fs: %d requests", r.PollSeconds, r.PollRequests)
+		if r.ServerCPUSeconds > 0 {
+			fmt.Fprintf(w, "; server CPU %.2fs, %.2f µs per request, %.2f µs per 304", r.ServerCPUSeconds, r.CPUPerRequestMicros, r.CPUPer304Micros)
+		}
+		fmt.Fprintln(w)
+	}
 }
