@@ -16,12 +16,14 @@ import { TokenCache } from './token-cache.js'
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { Backend, BackendSink } from './share-backend.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {'asking' | 'leading' | 'following' | 'suspended' | 'closed'} Phase
  *   asking: waiting on the lock (following meanwhile); leading: holds it and runs the stream;
  *   suspended: the page is hidden in the back/forward cache (no lock, no channel); closed: for good
  * @typedef {{op: 'set', tab: string, courses: Record<string, string>} | {op: 'leave', tab: string}
  *   | {op: 'who'} | {op: 'events', json: string} | {op: 'reset', courseId: string, lastEventId: string}
- *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}} Message
+ *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}
+ *   | {op: 'stats', stats: StreamStats}} Message
  */
 
 /** Whether this browser has what the leader needs. */
@@ -50,6 +52,8 @@ export class LeaderBackend {
   #feed = null
   /** @type {import('./feed.js').PlainStatus | null} the stream's last status, told to tabs that join */
   #status = null
+  /** @type {StreamStats | null} the stream's last poll counts, told to tabs that join */
+  #stats = null
   #unwatch
 
   /** @param {string} name the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -126,6 +130,7 @@ export class LeaderBackend {
       events: (json) => { this.#sink.events(json); this.#post({ op: 'events', json }) },
       reset: (courseId, lastEventId) => { this.#sink.reset(courseId, lastEventId); this.#post({ op: 'reset', courseId, lastEventId }) },
       status: (status) => { this.#status = status; this.#sink.status(status, 'this-tab'); this.#post({ op: 'status', status, tab: this.#tab }) },
+      stats: (stats) => { this.#stats = stats; this.#sink.stats(stats); this.#post({ op: 'stats', stats }) },
       failed: (error) => { this.#sink.failed(error); this.#post({ op: 'failed', error }) },
     })
     this.#feed.set(this.#tab, this.#courses)
@@ -141,12 +146,14 @@ export class LeaderBackend {
         feed?.set(m.tab, m.courses)
         // A tab that joins gets the stream's status now, not at its next change.
         if (feed && this.#status) this.#post({ op: 'status', status: this.#status, tab: this.#tab })
+        if (feed && this.#stats) this.#post({ op: 'stats', stats: this.#stats })
         break
       case 'leave': feed?.remove(m.tab); break
       case 'who': this.#post({ op: 'set', tab: this.#tab, courses: this.#courses }); break
       case 'events': if (!feed) this.#sink.events(m.json); break
       case 'reset': if (!feed) this.#sink.reset(m.courseId, m.lastEventId); break
       case 'status': if (!feed) this.#sink.status(m.status, 'other-tab'); break
+      case 'stats': if (!feed) this.#sink.stats(m.stats); break
       case 'failed': if (!feed) this.#sink.failed(m.error); break
     }
   }

@@ -11,10 +11,11 @@
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { Backend, BackendSink } from './share-backend.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {{op: 'join', group: string, settings: FeedSettings, courses: Record<string, string>, token: string | null}
  *   | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
  * @typedef {{op: 'events', group: string, json: string} | {op: 'reset', group: string, courseId: string, lastEventId: string}
- *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus}
+ *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus} | {op: 'stats', group: string, stats: StreamStats}
  *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}} FromWorker
  */
 
@@ -102,6 +103,7 @@ export class WorkerBackend {
       case 'events': this.#sink.events(m.json); break
       case 'reset': this.#sink.reset(m.courseId, m.lastEventId); break
       case 'status': this.#sink.status(m.status, 'worker'); break
+      case 'stats': this.#sink.stats(m.stats); break
       case 'failed': this.#sink.failed(m.error); break
     }
   }

@@ -3,7 +3,7 @@
  * The SharedWorker that holds the streams of every tab of an origin (one
  * Feed per group of connections that may share), loaded by
  * share-worker.js as a module worker. It relays each stream's events,
- * resets and status to the tabs of its group, asks a tab for a token
+ * resets, status and poll counts to the tabs of its group, asks a tab for a token
  * when the stream needs one, and stops a stream when its last tab leaves.
  * @module coursestream/shared-worker
  */
@@ -12,7 +12,8 @@ import { TokenCache } from './token-cache.js'
 
 /**
  * @import { ToWorker, FromWorker } from './share-worker.js'
- * @typedef {{feed: Feed, ports: Map<string, MessagePort>, readonly last: any}} Group the stream of one group, its tabs, its last status
+ * @typedef {{feed: Feed, ports: Map<string, MessagePort>, readonly last: any, readonly stats: any}} Group
+ *   the stream of one group, its tabs, its last status and poll counts
  */
 
 /** How long the worker waits for a tab's token before it asks another tab. */
@@ -66,20 +67,23 @@ function receive(member, port, m) {
     const each = (/** @type {(p: MessagePort) => void} */ f) => { for (const p of groups.get(name)?.ports.values() ?? []) f(p) }
     /** @type {any} */
     let last = null
+    /** @type {any} */
+    let stats = null
     const feed = new Feed(m.settings, () => (m.settings.tokenFunction ? tokens.get() : Promise.resolve(fixed)), {
       events: (json) => each((p) => post(p, { op: 'events', group: name, json })),
       reset: (courseId, lastEventId) => each((p) => post(p, { op: 'reset', group: name, courseId, lastEventId })),
       status: (status) => { last = status; each((p) => post(p, { op: 'status', group: name, status })) },
+      stats: (st) => { stats = st; each((p) => post(p, { op: 'stats', group: name, stats: st })) },
       failed: (error) => { each((p) => post(p, { op: 'failed', group: name, error })); groups.delete(name) },
     })
-    g = { feed, ports: new Map(), get last() { return last } }
+    g = { feed, ports: new Map(), get last() { return last }, get stats() { return stats } }
     groups.set(name, g)
   }
   const isNew = !g.ports.has(member)
   g.ports.set(member, port)
   g.feed.set(member, m.courses)
-  const last = /** @type {any} */ (g).last
-  if (isNew && last) post(port, { op: 'status', group: m.group, status: last })
+  if (isNew && g.last) post(port, { op: 'status', group: m.group, status: g.last })
+  if (isNew && g.stats) post(port, { op: 'stats', group: m.group, stats: g.stats })
 }
 
 /** @type {any} */ (globalThis).onconnect = (/** @type {MessageEvent} */ e) => {
