@@ -14,7 +14,10 @@ const MODES = {
   longpoll: { transport: 'longpoll', label: 'Long-polling' },
 }
 const TRANSPORT_NAMES = { sse: 'SSE', poll: 'polling', longpoll: 'long-polling' }
-/** status.sharing: who holds the stream (absent: the connection's own). */
+/**
+ * status.sharing: who holds the stream. The demo's connections share, so
+ * absent means not known yet (the first status, and the last after close).
+ */
 const SHARING_NAMES = {
   worker: 'the SharedWorker',
   'this-tab': 'this tab (relays it)',
@@ -81,7 +84,7 @@ function showStatus(s) {
   $('#transport').textContent = `${via}${mode === 'debounced' ? ' + coalesce 500ms' : ''}`
   $('#transport').dataset.transport = s.transport
   const holder = $('#sharing')
-  holder.textContent = SHARING_NAMES[s.sharing] ?? 'its own stream (not shared)'
+  holder.textContent = SHARING_NAMES[s.sharing] ?? '-'
   holder.dataset.sharing = s.sharing ?? 'none'
   showLast()
   showStats()
@@ -113,7 +116,7 @@ function record(s) {
   if (s.state === 'reconnecting' && s.retryInMs != null) why += `${why ? ' · ' : ''}retry in ${(s.retryInMs / 1000).toFixed(1)}s`
   if (s.error) why += `${why ? ' · ' : ''}${s.error.message ?? s.error}`
   const cells = [['time', clock(Date.now())], ['span', s.state, 'state'], ['span', TRANSPORT_NAMES[s.transport] ?? s.transport, 'via'],
-    ['span', SHARING_SHORT[s.sharing] ?? 'own stream', 'holder'], ['span', why, 'why']]
+    ['span', SHARING_SHORT[s.sharing] ?? '-', 'holder'], ['span', why, 'why']]
   for (const [tag, text, cls] of cells) {
     const el = document.createElement(tag)
     el.textContent = text

@@ -61,7 +61,7 @@ test('demo page: follow, switch delivery, publish, burst, change course', { time
   await page.waitForFunction(() => document.querySelector('#cache').textContent.includes('setQueryData ["uploads","progress","course-123","v-7"]'))
   if (process.env.CS_DEMO_PNG) {
     await page.evaluate(() => document.activeElement?.blur())
-    await page.screenshot({ path: process.env.CS_DEMO_PNG, animations: 'disabled' })
+    await page.screenshot({ path: process.env.CS_DEMO_PNG, animations: 'disabled', fullPage: true })
   }
 
   // Burst: 25 chapter updates; the cache panel shows them batched.
