@@ -152,6 +152,23 @@ export interface Status {
   readonly sharing?: 'worker' | 'this-tab' | 'other-tab' | 'page'
 }
 
+/**
+ * The polls of the stream a connection rides (Connection.stats): its own
+ * stream, or the shared one as its holder (the SharedWorker, the leading
+ * tab) last reported it. Counted from the stream's start; a new holder
+ * (the leading tab closed) counts anew.
+ */
+export interface StreamStats {
+  /**
+   * Poll requests sent: polling, long-polling, and the conditional poll
+   * that checks a silent SSE stream. The first request of a connection,
+   * which asks where its course is, is not counted.
+   */
+  readonly polls: number
+  /** Of those, the ones answered 304 Not Modified (nothing new). */
+  readonly notModified: number
+}
+
 export interface ConnectOptions {
   courseId: string
   /** Where the service is; default: the page's origin. A path prefix is kept. */
@@ -220,6 +237,8 @@ export declare class Connection {
   /** The id of the last event seen or skipped past; null until known. */
   readonly lastEventId: string | null
   readonly status: Status
+  /** The polls of the stream this connection rides: requests sent, answers 304. */
+  readonly stats: StreamStats
   readonly closed: boolean
   /** Stops delivery; idempotent. Pending awaitOperation calls reject with an AbortError. */
   close(): void

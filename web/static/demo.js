@@ -1,6 +1,7 @@
 // The demo page: follows one course with coursestream.js, switches the
 // delivery per tab, publishes test events (open dev mode) and shows what the
-// TanStack adapter would ask of a query client.
+// TanStack adapter would ask of a query client; who holds the shared stream,
+// the stream's poll counts and the last status changes (fallbacks included).
 import { connect } from '/coursestream.js'
 import { bindCourseQueries } from '/coursestream-tanstack.js'
 
@@ -13,6 +14,18 @@ const MODES = {
   longpoll: { transport: 'longpoll', label: 'Long-polling' },
 }
 const TRANSPORT_NAMES = { sse: 'SSE', poll: 'polling', longpoll: 'long-polling' }
+/**
+ * status.sharing: who holds the stream. The demo's connections share, so
+ * absent means not known yet (the first status, and the last after close).
+ */
+const SHARING_NAMES = {
+  worker: 'the SharedWorker',
+  'this-tab': 'this tab (relays it)',
+  'other-tab': 'another tab',
+  page: 'this page alone',
+}
+const SHARING_SHORT = { worker: 'SharedWorker', 'this-tab': 'this tab', 'other-tab': 'another tab', page: 'this page' }
+const MAX_HISTORY = 20
 const SAMPLE_DATA = {
   'chapter-update-complete': { chapterId: 'ch-1', title: 'Getting started' },
   'chapter-create-complete': { chapterId: 'ch-2' },
@@ -44,7 +57,7 @@ function follow() {
     coalesce: m.coalesce,
     onEvent: addRow,
     onReset: (r) => addResetRow(r),
-    onStatus: showStatus,
+    onStatus: (s) => { record(s); showStatus(s) },
   })
   unbind = bindCourseQueries(recordingClient, conn)
   conn.subscribe(() => { eventsSinceFlush++ })
@@ -53,6 +66,7 @@ function follow() {
   }
   for (const el of document.querySelectorAll('.course-name')) el.textContent = course
   $('#course').value = course
+  note(`following ${course} · ${m.label}`)
   showStatus(conn.status)
 }
 
@@ -69,7 +83,67 @@ function showStatus(s) {
   $('#status-text').textContent = text
   $('#transport').textContent = `${via}${mode === 'debounced' ? ' + coalesce 500ms' : ''}`
   $('#transport').dataset.transport = s.transport
+  const holder = $('#sharing')
+  holder.textContent = SHARING_NAMES[s.sharing] ?? '-'
+  holder.dataset.sharing = s.sharing ?? 'none'
   showLast()
+  showStats()
+}
+
+/** The stream's poll counts (the library counts them where the stream runs). */
+function showStats() {
+  const st = conn?.stats ?? { polls: 0, notModified: 0 }
+  const el = $('#polls')
+  if (el.dataset.polls === String(st.polls) && el.dataset.notModified === String(st.notModified)) return
+  el.dataset.polls = String(st.polls)
+  el.dataset.notModified = String(st.notModified)
+  el.textContent = `${st.polls} · ${st.notModified} answered 304`
+}
+
+/** Adds a status change to the history, newest first. */
+function record(s) {
+  const li = document.createElement('li')
+  li.dataset.state = s.state
+  li.dataset.transport = s.transport
+  li.dataset.sharing = s.sharing ?? 'none'
+  if (s.reason) {
+    li.dataset.reason = s.reason
+    li.className = 'fallback'
+  }
+  let why = ''
+  if (s.reason) why = `fallback: ${s.reason}`
+  if (s.planned) why = 'the server ended the stream'
+  if (s.state === 'reconnecting' && s.retryInMs != null) why += `${why ? ' · ' : ''}retry in ${(s.retryInMs / 1000).toFixed(1)}s`
+  if (s.error) why += `${why ? ' · ' : ''}${s.error.message ?? s.error}`
+  const cells = [['time', clock(Date.now())], ['span', s.state, 'state'], ['span', TRANSPORT_NAMES[s.transport] ?? s.transport, 'via'],
+    ['span', SHARING_SHORT[s.sharing] ?? '-', 'holder'], ['span', why, 'why']]
+  for (const [tag, text, cls] of cells) {
+    const el = document.createElement(tag)
+    el.textContent = text
+    if (cls) el.className = cls
+    el.title = text
+    li.append(el)
+  }
+  addHistory(li)
+}
+
+/** A line of the history that is no status: what the page did. */
+function note(text) {
+  const li = document.createElement('li')
+  li.className = 'note'
+  li.textContent = `${clock(Date.now())} ${text}`
+  addHistory(li)
+}
+
+function addHistory(li) {
+  const list = $('#history')
+  list.prepend(li)
+  while (list.children.length > MAX_HISTORY) list.lastElementChild.remove()
+}
+
+function clock(ms) {
+  const d = new Date(ms)
+  return `${time(ms)}.${String(d.getMilliseconds()).padStart(3, '0')}`
 }
 
 function showLast() {
@@ -171,6 +245,8 @@ $('#course-form').addEventListener('submit', (e) => {
   course = v
   tab.setItem('demo:course', course)
   follow()
+// The counts change with every poll, not with the status: shown twice a second.
+setInterval(showStats, 500)
 })
 
 $('#transports').addEventListener('click', (e) => {
@@ -179,6 +255,8 @@ $('#transports').addEventListener('click', (e) => {
   mode = b.dataset.mode
   tab.setItem('demo:mode', mode)
   follow()
+// The counts change with every poll, not with the status: shown twice a second.
+setInterval(showStats, 500)
 })
 
 $('#type').addEventListener('change', () => {
@@ -229,3 +307,5 @@ $('#clear').addEventListener('click', () => {
 })
 
 follow()
+// The counts change with every poll, not with the status: shown twice a second.
+setInterval(showStats, 500)

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHmac } from 'node:crypto'
-import { BASE, TEST_TIMEOUT, launch, courseID, publish, range } from './lib.mjs'
+import { BASE, TEST_TIMEOUT, launch, courseID, publish, range, front } from './lib.mjs'
 
 const JWT = process.env.CS_JWT_URL ?? ''
 const JWT_KEY = process.env.CS_JWT_KEY ?? ''
@@ -215,6 +215,97 @@ test('an event of a type outside the seven reaches onEvent and awaitOperation ov
     await context.close()
   }
 })
+
+/**
+ * A front before the server that sees every multi-course stream open and
+ * close: open holds those open now ({courses: sorted ids, cursor: the
+ * lastEventId it resumes from, as a Map}); until(pred) waits for an open
+ * or close after which pred holds.
+ */
+async function streamWatch() {
+  const open = new Set()
+  const waiters = []
+  const changed = () => { for (const w of waiters.splice(0)) w() }
+  const f = await front({
+    intercept: (req, res) => {
+      const u = new URL(req.url, 'http://front')
+      if (u.pathname !== '/v1/events') return false
+      const cursor = new Map((u.searchParams.get('lastEventId') ?? '').split(',').filter(Boolean)
+        .map((e) => [e.slice(0, e.lastIndexOf(':')), e.slice(e.lastIndexOf(':') + 1)]))
+      const s = { courses: (u.searchParams.get('courses') ?? '').split(',').sort(), cursor }
+      open.add(s)
+      changed()
+      res.on('close', () => { open.delete(s); changed() })
+      return false
+    },
+  })
+  return {
+    url: f.url,
+    close: f.close,
+    get open() { return [...open] },
+    async until(pred, what) {
+      const deadline = Date.now() + 15_000
+      while (!pred([...open])) {
+        const left = deadline - Date.now()
+        if (left <= 0) assert.fail(`${what}; open streams: ${JSON.stringify([...open].map((x) => x.courses))}`)
+        await new Promise((r) => { waiters.push(r); setTimeout(r, left).unref() })
+      }
+    },
+  }
+}
+
+/** Whether streams is one stream, of exactly courses. */
+function oneStreamOf(streams, courses) {
+  return streams.length === 1 && streams[0].courses.join(',') === [...courses].sort().join(',')
+}
+
+for (const path of ['SharedWorker', 'Web Locks']) {
+  test(`a tab that crashes (${path}): its courses leave the stream, the other tab misses and repeats nothing`, { timeout: TEST_TIMEOUT }, async () => {
+    const watch = await streamWatch()
+    const context = await browser.newContext()
+    if (path === 'Web Locks') await context.addInitScript(() => { delete window.SharedWorker })
+    try {
+      const [a, b, c] = [courseID('ka'), courseID('kb'), courseID('kc')] // c: the crashing tab's alone
+      const keep = await tab(context, watch.url) // first: it starts the worker, or leads
+      await openAll(keep.page, [a, b], { transport: 'sse' })
+      await allOpen(keep.page, [a, b])
+      const doomed = await tab(context, watch.url)
+      await openAll(doomed.page, [b, c], { transport: 'sse' })
+      await allOpen(doomed.page, [b, c])
+      await watch.until((s) => oneStreamOf(s, [a, b, c]), 'one stream of the three courses')
+      const holders = [await keep.page.evaluate((x) => window.C[x].conn.status.sharing, a),
+        await doomed.page.evaluate((x) => window.C[x].conn.status.sharing, c)]
+      assert.deepEqual(holders, path === 'SharedWorker' ? ['worker', 'worker'] : ['this-tab', 'other-tab'])
+      for (let i = 0; i < 2; i++) for (const x of [a, b, c]) await publish(x, 'chapter-update-complete', { i })
+      await waitID(keep.page, a, '2')
+      await waitID(keep.page, b, '2')
+      await waitID(doomed.page, c, '2')
+
+      // The tab dies without a pagehide: its renderer crashes.
+      const crashed = new Promise((resolve) => doomed.page.once('crash', resolve))
+      const cdp = await context.newCDPSession(doomed.page)
+      cdp.send('Page.crash').catch(() => {}) // never answered: the target is gone
+      await crashed
+      await watch.until((s) => oneStreamOf(s, [a, b]), 'the stream re-opened without the crashed tab\'s course')
+      const [reopened] = watch.open
+      assert.deepEqual([...reopened.cursor], [[a, '2'], [b, '2']].sort((x, y) => (x[0] < y[0] ? -1 : 1)), 'from the cursor: nothing again, nothing skipped')
+
+      for (let i = 2; i < 4; i++) for (const x of [a, b, c]) await publish(x, 'video-update-complete', { i })
+      await waitID(keep.page, a, '4')
+      await waitID(keep.page, b, '4')
+      // A sentinel on each course: what came before it has arrived.
+      for (const x of [a, b]) await publish(x, 'upload-complete', { sentinel: true })
+      await waitID(keep.page, a, '5')
+      await waitID(keep.page, b, '5')
+      assert.deepEqual(await got(keep.page, [a, b]), { [a]: range(1, 5), [b]: range(1, 5) })
+      assert.ok(oneStreamOf(watch.open, [a, b]), 'still one stream, of the survivor\'s courses')
+      assert.deepEqual(keep.problems, [])
+    } finally {
+      await context.close()
+      await watch.close()
+    }
+  })
+}
 
 /** An HS256 token for every course, expiring in secs. */
 function mint(secs) {

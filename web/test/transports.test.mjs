@@ -61,6 +61,12 @@ test('poll: If-None-Match of the last ETag, 304 while nothing changes, no-store'
   await publish(course, 'chapter-update-complete', { chapterId: 'ch-1' })
   await waitEvents(page, 'a', 1)
   assert.deepEqual(await deliveredIDs(page, 'a'), ['2'])
+  // conn.stats counts them: the 304s seen, the 200 that brought event 2,
+  // and not the first request (where the course is).
+  const st = await page.evaluate(() => window.C.a.conn.stats)
+  const polls = requests.filter((r) => r.path.endsWith('/poll')).length
+  assert.ok(st.notModified >= 2 && st.notModified <= answered304, `stats ${JSON.stringify(st)}, ${answered304} 304s seen`)
+  assert.ok(st.polls >= st.notModified + 1 && st.polls <= polls - 1, `stats ${JSON.stringify(st)}, ${polls} poll requests`)
   await closePage(context, problems)
 })
 

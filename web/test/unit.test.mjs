@@ -13,6 +13,7 @@ import { cmpID } from '../static/coursestream/ids.js'
 import { HTTPError } from '../static/coursestream/errors.js'
 import { FallbackMemory, NONE } from '../static/coursestream/fallback-memory.js'
 import { SavedPosition } from '../static/coursestream/saved-position.js'
+import { PollCounter } from '../static/coursestream/stream-stats.js'
 
 test('connect refuses bad options with a TypeError, before any request', () => {
   const base = { baseUrl: 'http://127.0.0.1:9', courseId: 'course-1' }
@@ -127,4 +128,16 @@ test('the entry points export what they did, and connect and bindCourseQueries b
   assert.equal(entry.COURSE_EVENTS, COURSE_EVENTS)
   assert.equal(entry.isReset, isReset)
   assert.equal(entry.backoffDelay, backoffDelay)
+})
+
+test('poll counter: every request counts, 304 answers apart; errors pass through', async () => {
+  const seen = []
+  const c = new PollCounter((st) => seen.push(st))
+  assert.deepEqual(c.stats, { polls: 0, notModified: 0 })
+  assert.equal((await c.count(Promise.resolve({ status: 200 }))).status, 200)
+  await c.count(Promise.resolve({ status: 304 }))
+  await assert.rejects(c.count(Promise.reject(new Error('offline'))), /offline/)
+  assert.deepEqual(c.stats, { polls: 3, notModified: 1 })
+  assert.deepEqual(seen, [{ polls: 1, notModified: 0 }, { polls: 2, notModified: 1 }, { polls: 3, notModified: 1 }])
+  assert.ok(Object.isFrozen(c.stats))
 })

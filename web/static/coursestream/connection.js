@@ -19,6 +19,7 @@ import { SavedPosition } from './saved-position.js'
 import { SSEDriver } from './driver-sse.js'
 import { isNews, makeStatus } from './status.js'
 import { join, shares } from './share.js'
+import { NO_STATS, PollCounter } from './stream-stats.js'
 
 /**
  * @import { Envelope, ResetEvent, ResetInfo } from './envelope.js'
@@ -29,6 +30,7 @@ import { join, shares } from './share.js'
  * @import { Membership } from './share.js'
  * @import { PlainError, PlainStatus } from './feed.js'
  * @import { Holder } from './share-backend.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {'starting' | 'running' | 'closed'} Phase
  *   starting: finding out where the course is (no driver yet); running: a driver (or, when
  *   shared, the group's stream) brings events; closed: by close, or by a fatal error
@@ -71,6 +73,9 @@ export class Connection {
   #status
   #listeners
   #ops = new Operations()
+  #polls = new PollCounter() // this connection's own stream
+  /** @type {Readonly<StreamStats>} the shared stream's, as its holder last told */
+  #sharedStats = NO_STATS
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #beginTimer
   #beginAttempt = 0
@@ -128,6 +133,13 @@ export class Connection {
 
   /** The latest status, as given to onStatus. */
   get status() { return this.#status }
+
+  /**
+   * The polls of the stream this connection rides (its own, or the shared
+   * one as its holder last reported): requests sent, and answers 304.
+   * @returns {Readonly<StreamStats>}
+   */
+  get stats() { return this.#sharing ? this.#sharedStats : this.#polls.stats }
 
   /** Whether the connection is closed (by close, or by a fatal error). */
   get closed() { return this.#phase === 'closed' }
@@ -194,6 +206,7 @@ export class Connection {
       events: (envs) => this.#ingest(envs),
       reset: (courseId, lastEventId) => this.#applyReset({ courseId, lastEventId }),
       status: (st, holder) => this.#sharedStatus(st, holder),
+      stats: (st) => { this.#sharedStats = Object.freeze({ polls: st.polls, notModified: st.notModified }) },
       failed: (err) => this.#shutdown(fromPlain(err)),
     })
   }
@@ -312,7 +325,7 @@ export class Connection {
       setETag: (tag, pos) => { if (tag) this.#etag = { tag, pos } },
       token: () => this.#api.token(),
       sseURL: (token) => this.#api.streamURL(this.#position, token),
-      requestPoll: (req) => this.#api.poll(req),
+      requestPoll: (req) => this.#polls.count(this.#api.poll(req)),
       probeStream: (url, signal) => this.#api.probeStream(url, signal),
       ingest: (envs) => this.#ingest(envs),
       advance: (id) => {

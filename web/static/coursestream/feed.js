@@ -17,19 +17,22 @@ import { PollDriver } from './driver-poll.js'
 import { Roster, samePositions } from './roster.js'
 import { SSEDriver } from './driver-sse.js'
 import { makeStatus } from './status.js'
+import { PollCounter } from './stream-stats.js'
 
 /**
  * @import { Positions } from './cursor.js'
  * @import { FeedSettings } from './share-key.js'
  * @import { Driver, Port } from './port.js'
  * @import { State, Status, Transport } from './status.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {{name: string, message: string, status?: number, url?: string}} PlainError an error as posted
  * @typedef {{state: State, transport: Transport, reason?: string, retryInMs?: number, planned?: boolean,
  *   error?: PlainError}} PlainStatus a status as posted
  * @typedef {{
  *   events: (json: string) => void, reset: (courseId: string, lastEventId: string) => void,
- *   status: (status: PlainStatus) => void, failed: (error: PlainError) => void,
- * }} FeedSink where a feed's output goes: envelopes as JSON text (an array), plain data only
+ *   status: (status: PlainStatus) => void, stats: (stats: StreamStats) => void, failed: (error: PlainError) => void,
+ * }} FeedSink where a feed's output goes: envelopes as JSON text (an array), plain data only;
+ *   stats after each poll
  * @typedef {'idle' | 'running' | 'stopped'} Phase
  *   idle: no course wanted (no driver); running: a driver brings the courses' events; stopped: for good
  */
@@ -60,6 +63,7 @@ export class Feed {
   #settle
   #port
   #options
+  #polls
 
   /**
    * @param {FeedSettings} f
@@ -71,6 +75,7 @@ export class Feed {
     this.#api = new MultiAPI(f)
     this.#sink = sink
     this.#token = token
+    this.#polls = new PollCounter((st) => { if (this.#phase !== 'stopped') this.#sink.stats({ ...st }) })
     this.#options = /** @type {any} */ ({ ...DEFAULTS, ...f.tuning, withCredentials: f.withCredentials, pauseWhenHidden: false })
     if (f.requested === 'auto') {
       const self = this
@@ -177,7 +182,10 @@ export class Feed {
       setETag: (tag, pos) => { if (tag) this.#etag = { tag, pos } },
       token: () => this.#token(),
       sseURL: (token) => this.#api.streamURL(this.#positions, token),
-      requestPoll: async (req) => this.#api.poll(req, this.#positions, await this.#token()),
+      requestPoll: async (req) => {
+        const token = await this.#token()
+        return this.#polls.count(this.#api.poll(req, this.#positions, token))
+      },
       probeStream: (url, signal) => this.#api.probeStream(url, signal),
       ingest: (envs) => this.#ingest(envs),
       advance: (cursor) => {

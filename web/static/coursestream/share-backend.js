@@ -11,12 +11,13 @@ import { Feed } from './feed.js'
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { PlainError, PlainStatus } from './feed.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {'worker' | 'this-tab' | 'other-tab' | 'page'} Holder
  *   who holds the stream: the SharedWorker, this tab (the leader), another tab, or this page alone
  * @typedef {{
  *   events: (json: string) => void, reset: (courseId: string, lastEventId: string) => void,
- *   status: (status: PlainStatus, holder: Holder) => void, failed: (error: PlainError) => void,
- *   token: () => Promise<string | null>, unavailable: () => void,
+ *   status: (status: PlainStatus, holder: Holder) => void, stats: (stats: StreamStats) => void,
+ *   failed: (error: PlainError) => void, token: () => Promise<string | null>, unavailable: () => void,
  * }} BackendSink what a backend gives the page (unavailable: it cannot run here, use another)
  * @typedef {{set: (courses: Record<string, string>) => void, close: () => void}} Backend
  */
@@ -31,6 +32,7 @@ export class PageBackend {
       events: (json) => sink.events(json),
       reset: (c, id) => sink.reset(c, id),
       status: (st) => sink.status(st, 'page'),
+      stats: (st) => sink.stats(st),
       failed: (err) => sink.failed(err),
     })
   }

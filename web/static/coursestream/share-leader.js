@@ -7,21 +7,27 @@
  * a tab is. When the leader goes (closed, or hidden into the back/forward
  * cache: the lock is released on pagehide), the next tab waiting on the
  * lock leads, asks every tab for its courses and positions, and resumes
- * from the lowest; each tab drops what it already has.
+ * from the lowest; each tab drops what it already has. A following tab
+ * that dies without saying goodbye is noticed by its life lock
+ * (tab-life.js): the leader drops its courses.
  * @module coursestream/share-leader
  */
 import { Feed } from './feed.js'
 import { TokenCache } from './token-cache.js'
+import { holdLife, watchLife } from './tab-life.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { Backend, BackendSink } from './share-backend.js'
+ * @import { Life } from './tab-life.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {'asking' | 'leading' | 'following' | 'suspended' | 'closed'} Phase
  *   asking: waiting on the lock (following meanwhile); leading: holds it and runs the stream;
  *   suspended: the page is hidden in the back/forward cache (no lock, no channel); closed: for good
- * @typedef {{op: 'set', tab: string, courses: Record<string, string>} | {op: 'leave', tab: string}
+ * @typedef {{op: 'set', tab: string, courses: Record<string, string>, life: string | null} | {op: 'leave', tab: string}
  *   | {op: 'who'} | {op: 'events', json: string} | {op: 'reset', courseId: string, lastEventId: string}
- *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}} Message
+ *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}
+ *   | {op: 'stats', stats: StreamStats}} Message
  */
 
 /** Whether this browser has what the leader needs. */
@@ -50,6 +56,12 @@ export class LeaderBackend {
   #feed = null
   /** @type {import('./feed.js').PlainStatus | null} the stream's last status, told to tabs that join */
   #status = null
+  /** @type {StreamStats | null} the stream's last poll counts, told to tabs that join */
+  #stats = null
+  /** @type {Promise<Life | null> | null} this tab's life lock, held (or being taken) while it is joined */
+  #life = null
+  /** @type {Map<string, {name: string, stop: () => void}>} leading: the life lock of each following tab */
+  #lives = new Map()
   #unwatch
 
   /** @param {string} name the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -70,7 +82,7 @@ export class LeaderBackend {
   set(courses) {
     this.#courses = courses
     if (this.#phase === 'leading') this.#feed?.set(this.#tab, courses)
-    else if (this.#phase === 'asking') this.#post({ op: 'set', tab: this.#tab, courses })
+    else if (this.#phase === 'asking') this.#postSet()
   }
 
   close() {
@@ -87,7 +99,8 @@ export class LeaderBackend {
     const bc = new BroadcastChannel(this.#name)
     bc.onmessage = (e) => this.#receive(/** @type {Message} */ (e.data))
     this.#bc = bc
-    this.#post({ op: 'set', tab: this.#tab, courses: this.#courses })
+    this.#life = holdLife()
+    this.#postSet()
     const ac = new AbortController()
     this.#lockAbort = ac
     navigator.locks.request(this.#name, { signal: ac.signal }, () => new Promise((resolve) => {
@@ -115,7 +128,43 @@ export class LeaderBackend {
     this.#release = null
     this.#bc?.close()
     this.#bc = null
+    const life = this.#life
+    this.#life = null
+    life?.then((l) => l?.release())
+    for (const w of this.#lives.values()) w.stop()
+    this.#lives.clear()
     this.#phase = 'suspended'
+  }
+
+  /**
+   * Tells the leader this tab's courses, with the name of its life lock,
+   * once that is held (so that the leader's request for it waits behind
+   * this tab). Sets are posted in order, each with the courses of then.
+   */
+  #postSet() {
+    const life = this.#life
+    life?.then((l) => {
+      if (life === this.#life) this.#post({ op: 'set', tab: this.#tab, courses: this.#courses, life: l?.name ?? null })
+    })
+  }
+
+  /**
+   * Leading: watches a following tab's life lock; when the tab lets it go
+   * (it left, or died) its courses are dropped.
+   * @param {string} tab @param {string | null | undefined} life
+   */
+  #watch(tab, life) {
+    const had = this.#lives.get(tab)
+    if (had?.name === life) return
+    had?.stop()
+    this.#lives.delete(tab)
+    if (typeof life !== 'string') return
+    const stop = watchLife(life, () => {
+      if (this.#lives.get(tab)?.name !== life) return
+      this.#lives.delete(tab)
+      this.#feed?.remove(tab)
+    })
+    this.#lives.set(tab, { name: life, stop })
   }
 
   #lead() {
@@ -126,6 +175,7 @@ export class LeaderBackend {
       events: (json) => { this.#sink.events(json); this.#post({ op: 'events', json }) },
       reset: (courseId, lastEventId) => { this.#sink.reset(courseId, lastEventId); this.#post({ op: 'reset', courseId, lastEventId }) },
       status: (status) => { this.#status = status; this.#sink.status(status, 'this-tab'); this.#post({ op: 'status', status, tab: this.#tab }) },
+      stats: (stats) => { this.#stats = stats; this.#sink.stats(stats); this.#post({ op: 'stats', stats }) },
       failed: (error) => { this.#sink.failed(error); this.#post({ op: 'failed', error }) },
     })
     this.#feed.set(this.#tab, this.#courses)
@@ -138,15 +188,24 @@ export class LeaderBackend {
     const feed = this.#phase === 'leading' ? this.#feed : null
     switch (m.op) {
       case 'set':
-        feed?.set(m.tab, m.courses)
+        if (!feed) break
+        feed.set(m.tab, m.courses)
+        this.#watch(m.tab, m.life)
         // A tab that joins gets the stream's status now, not at its next change.
-        if (feed && this.#status) this.#post({ op: 'status', status: this.#status, tab: this.#tab })
+        if (this.#status) this.#post({ op: 'status', status: this.#status, tab: this.#tab })
+        if (this.#stats) this.#post({ op: 'stats', stats: this.#stats })
         break
-      case 'leave': feed?.remove(m.tab); break
-      case 'who': this.#post({ op: 'set', tab: this.#tab, courses: this.#courses }); break
+      case 'leave':
+        if (!feed) break
+        feed.remove(m.tab)
+        this.#lives.get(m.tab)?.stop()
+        this.#lives.delete(m.tab)
+        break
+      case 'who': this.#postSet(); break
       case 'events': if (!feed) this.#sink.events(m.json); break
       case 'reset': if (!feed) this.#sink.reset(m.courseId, m.lastEventId); break
       case 'status': if (!feed) this.#sink.status(m.status, 'other-tab'); break
+      case 'stats': if (!feed) this.#sink.stats(m.stats); break
       case 'failed': if (!feed) this.#sink.failed(m.error); break
     }
   }

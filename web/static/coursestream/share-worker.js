@@ -4,17 +4,23 @@
  * (shared-worker.js beside this file): the worker runs the stream, its
  * timers are never throttled as a hidden tab's are, and no tab has to hand
  * it over when it closes. This is the page's side: it tells the worker its
- * courses, answers its token requests, and gets the events.
+ * courses, answers its token requests, and gets the events. It holds a
+ * life lock (tab-life.js) while it is joined, so that the worker notices
+ * when the tab dies without saying goodbye and drops its courses.
  * @module coursestream/share-worker
  */
+import { holdLife } from './tab-life.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { Backend, BackendSink } from './share-backend.js'
- * @typedef {{op: 'join', group: string, settings: FeedSettings, courses: Record<string, string>, token: string | null}
+ * @import { Life } from './tab-life.js'
+ * @import { StreamStats } from './stream-stats.js'
+ * @typedef {{op: 'join', group: string, settings: FeedSettings, courses: Record<string, string>, token: string | null,
+ *     life: string | null}
  *   | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
  * @typedef {{op: 'events', group: string, json: string} | {op: 'reset', group: string, courseId: string, lastEventId: string}
- *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus}
+ *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus} | {op: 'stats', group: string, stats: StreamStats}
  *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}} FromWorker
  */
 
@@ -37,6 +43,9 @@ export class WorkerBackend {
   #courses = {}
   #heard = false // the worker has answered: it runs
   #closed = false
+  #shown = true // false between pagehide and pageshow (the back/forward cache): not joined
+  /** @type {Promise<Life | null> | null} the life lock held (or being taken) while joined */
+  #life = null
   #unwatch
 
   /** @param {string} group the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -45,8 +54,8 @@ export class WorkerBackend {
     this.#f = f
     this.#sink = sink
     const g = /** @type {any} */ (globalThis)
-    const onHide = () => this.#post({ op: 'leave', group: this.#group })
-    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) this.#join() }
+    const onHide = () => { this.#shown = false; this.#leave() }
+    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) { this.#shown = true; this.#join() } }
     g.addEventListener?.('pagehide', onHide)
     g.addEventListener?.('pageshow', onShow)
     this.#unwatch = () => { g.removeEventListener?.('pagehide', onHide); g.removeEventListener?.('pageshow', onShow) }
@@ -71,16 +80,32 @@ export class WorkerBackend {
 
   close() {
     if (this.#closed) return
-    this.#post({ op: 'leave', group: this.#group })
+    this.#leave()
     this.#closed = true
     this.#unwatch()
     this.#port?.close()
     this.#port = null
   }
 
+  /**
+   * Tells the worker this tab's courses. The life lock is held first, so
+   * that the worker's request for it waits behind this tab.
+   */
   async #join() {
+    this.#life ??= holdLife()
+    const life = this.#life
     const token = this.#f.tokenFunction ? null : await this.#sink.token() // a fixed token travels with the join
-    this.#post({ op: 'join', group: this.#group, settings: this.#f, courses: this.#courses, token })
+    const held = await life
+    if (this.#closed || !this.#shown || life !== this.#life) return // left meanwhile
+    this.#post({ op: 'join', group: this.#group, settings: this.#f, courses: this.#courses, token, life: held?.name ?? null })
+  }
+
+  /** Says goodbye, and lets the life lock go (a held lock would keep the page out of the back/forward cache). */
+  #leave() {
+    this.#post({ op: 'leave', group: this.#group })
+    const life = this.#life
+    this.#life = null
+    life?.then((l) => l?.release())
   }
 
   #unavailable() {
@@ -102,6 +127,7 @@ export class WorkerBackend {
       case 'events': this.#sink.events(m.json); break
       case 'reset': this.#sink.reset(m.courseId, m.lastEventId); break
       case 'status': this.#sink.status(m.status, 'worker'); break
+      case 'stats': this.#sink.stats(m.stats); break
       case 'failed': this.#sink.failed(m.error); break
     }
   }

@@ -20,10 +20,12 @@ import { minID } from './cursor.js'
  * @import { FeedSettings } from './share-key.js'
  * @import { PlainError, PlainStatus } from './feed.js'
  * @import { Backend, BackendSink, Holder } from './share-backend.js'
+ * @import { StreamStats } from './stream-stats.js'
  * @typedef {{
  *   readonly courseId: string, readonly position: string | null,
  *   events: (envs: any[]) => void, reset: (courseId: string, lastEventId: string) => void,
- *   status: (status: PlainStatus, holder: Holder) => void, failed: (error: PlainError) => void,
+ *   status: (status: PlainStatus, holder: Holder) => void, stats: (stats: StreamStats) => void,
+ *   failed: (error: PlainError) => void,
  * }} Member one connection, as its group sees it
  * @typedef {{changed: () => void, leave: () => void}} Membership
  *   changed: the member's position became known; leave: it closed
@@ -76,6 +78,8 @@ class Group {
   #pushQueued = false
   /** @type {{status: PlainStatus, holder: Holder} | null} */
   #last = null
+  /** @type {StreamStats | null} */
+  #lastStats = null
 
   /** @param {Settings} s @param {() => void} onEmpty */
   constructor(s, onEmpty) {
@@ -88,6 +92,7 @@ class Group {
   add(m) {
     this.#members.add(m)
     if (this.#last) m.status(this.#last.status, this.#last.holder)
+    if (this.#lastStats) m.stats(this.#lastStats)
     this.#push()
     return {
       changed: () => this.#push(),
@@ -161,6 +166,10 @@ class Group {
       status: (status, holder) => {
         this.#last = { status, holder }
         for (const m of this.#members) m.status(status, holder)
+      },
+      stats: (stats) => {
+        this.#lastStats = stats
+        for (const m of this.#members) m.stats(stats)
       },
       failed: (error) => { for (const m of [...this.#members]) m.failed(error) },
       token: () => this.#token(),

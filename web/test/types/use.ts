@@ -1,6 +1,6 @@
 // Compiled (not run) by types.test.mjs: the .d.ts files describe the
 // library as a TypeScript page would use it.
-import { connect, isReset, COURSE_EVENTS, DEFAULTS, HTTPError, backoffDelay, type CourseEvent, type Status } from '../../static/coursestream.js'
+import { connect, isReset, COURSE_EVENTS, DEFAULTS, HTTPError, backoffDelay, type CourseEvent, type Status, type StreamStats } from '../../static/coursestream.js'
 import { bindCourseQueries, DEFAULT_KEYS, hashQueryKey, type QueryKey } from '../../static/coursestream-tanstack.js'
 import { QueryClient } from '@tanstack/query-core'
 
@@ -26,6 +26,8 @@ const unsubscribe: () => void = conn.subscribe((ev) => {
 const done: Promise<CourseEvent> = conn.awaitOperation('op-1', 5_000, { signal: AbortSignal.timeout(1_000) })
 const transport: 'sse' | 'poll' | 'longpoll' = conn.transport
 const last: string | null = conn.lastEventId
+const stats: StreamStats = conn.stats
+const answered304: number = stats.notModified + stats.polls * 0
 const types: readonly string[] = COURSE_EVENTS
 const wait: number = backoffDelay(2, DEFAULTS.backoffBaseMs, DEFAULTS.backoffMaxMs)
 
@@ -44,4 +46,4 @@ connect({ courseId: 'c', transport: 'websocket' })
 // @ts-expect-error: courseId is required
 connect({})
 
-void [unsubscribe, done, transport, last, types, wait, unbind, hash]
+void [unsubscribe, done, transport, last, answered304, types, wait, unbind, hash]

@@ -1,0 +1,62 @@
+// @ts-check
+/**
+ * Noticing a tab that died without saying goodbye (a crash, a kill, a
+ * pagehide that never ran). Each tab that rides a shared stream holds a
+ * Web Lock of its own, with a fresh name each time it joins; whoever runs
+ * the stream (the SharedWorker, or the leading tab) asks for the same lock.
+ * The browser grants it only once the tab has let it go: on pagehide (it
+ * says goodbye then too) or when the tab is gone, crashed included. The
+ * lock is let go on pagehide and taken anew on pageshow, so that it never
+ * keeps a page out of the back/forward cache. Without Web Locks nothing is
+ * noticed: a dead tab's courses stay on the stream until its group
+ * empties, and delivery to the others is unaffected.
+ * @module coursestream/tab-life
+ */
+
+/** The names of the life locks (apart from the leader's locks, which are share keys). */
+const PREFIX = 'coursestream:tab:'
+
+/**
+ * @typedef {{name: string, release: () => void}} Life
+ *   a lock this tab holds: name, to tell the stream's holder; release lets it go
+ */
+
+/** The Web Locks of this context, or null. @returns {LockManager | null} */
+function lockManager() {
+  const locks = /** @type {any} */ (globalThis).navigator?.locks
+  return typeof locks?.request === 'function' ? locks : null
+}
+
+/**
+ * Takes a new life lock. Resolves once it is held, with null where Web
+ * Locks are missing or refused (an opaque origin, a private mode).
+ * @returns {Promise<Life | null>}
+ */
+export function holdLife() {
+  const locks = lockManager()
+  if (!locks) return Promise.resolve(null)
+  const name = PREFIX + Math.random().toString(36).slice(2) + Date.now().toString(36)
+  return new Promise((resolve) => {
+    /** @type {() => void} */
+    let release = () => {}
+    const held = new Promise((/** @type {(v?: unknown) => void} */ done) => { release = () => done() })
+    locks.request(name, () => { resolve({ name, release }); return held }).catch(() => resolve(null))
+  })
+}
+
+/**
+ * Calls gone once the tab that holds the life lock name has let it go
+ * (left, or died). Returns the function that stops watching. A name that
+ * is not a life lock's is not watched.
+ * @param {unknown} name
+ * @param {() => void} gone
+ * @returns {() => void}
+ */
+export function watchLife(name, gone) {
+  const locks = lockManager()
+  if (!locks || typeof name !== 'string' || !name.startsWith(PREFIX)) return () => {}
+  const ac = new AbortController()
+  // Granted means released by the tab: the callback returns at once, letting it go again.
+  locks.request(name, { signal: ac.signal }, () => { if (!ac.signal.aborted) gone() }).catch(() => {})
+  return () => ac.abort()
+}
