@@ -147,7 +147,8 @@ export interface Status {
   /**
    * Who holds the shared stream this connection rides: 'worker' (the
    * SharedWorker), 'this-tab' (this tab leads, by Web Lock), 'other-tab',
-   * or 'page' (this page alone). Absent with share: false.
+   * or 'page' (this page alone). Absent with share: false, and on a shared
+   * connection's first status (before the holder is known) and its 'closed' one.
    */
   readonly sharing?: 'worker' | 'this-tab' | 'other-tab' | 'page'
 }

@@ -11,7 +11,7 @@
  * @typedef {{state: State, transport: Transport,
  *   reason?: string, error?: unknown, retryInMs?: number, planned?: boolean,
  *   sharing?: 'worker' | 'this-tab' | 'other-tab' | 'page'}} Status
- *   sharing: who holds the shared stream this connection rides (absent: its own, share: false)
+ *   sharing: who holds the shared stream this connection rides (absent: its own, share: false; also before the holder is known and once closed)
  */
 
 /**
