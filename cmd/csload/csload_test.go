@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -15,11 +14,7 @@ import (
 // startServer builds and runs coursestream on a free loopback port.
 func startServer(t *testing.T) (url string, pid int) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "coursestream")
-	build := exec.Command("go", "build", "-o", bin, "../coursestream")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := coursestreamBinary(t)
 	cmd := exec.Command(bin, "--addr", "127.0.0.1:0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, _ := cmd.StderrPipe()

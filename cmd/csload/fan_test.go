@@ -44,10 +44,7 @@ func startFloor(t *testing.T, sse string) string {
 // on a free loopback port, with a test certificate.
 func startTLSServer(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "coursestream")
-	if out, err := exec.Command("go", "build", "-o", bin, "../coursestream").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := coursestreamBinary(t)
 	cert := tlstest.New(t)
 	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -20,7 +20,7 @@ import (
 
 // runPlot is csload plot: it reads sse --json reports (the files given)
 // and writes an SVG of three small panels against the subscribers
-// (connected clients): RSS per connection, CPU per delivery and fan-out
+// (the run's --clients): RSS per connection, CPU per delivery and fan-out
 // completion p99, one line per series. A report's series is its --label,
 // else its file's name without the extension and a trailing -<number>
 // (floor-2000.json: floor), with the protocol of sse h1tls or h2 runs.
@@ -103,9 +103,10 @@ const (
 )
 
 // plotSVG draws the points: one panel per metric, x the subscribers, one
-// polyline and its circles per series, a legend under the panels.
+// polyline through the median of each x's runs and a circle per run, per
+// series, a legend under the panels.
 func plotSVG(title string, pts []plotPoint) []byte {
-	x := func(p *plotPoint) float64 { return float64(cmp.Or(p.rep.Connected, p.rep.Clients)) }
+	x := func(p *plotPoint) float64 { return float64(cmp.Or(p.rep.Clients, p.rep.Connected)) }
 	slices.SortStableFunc(pts, func(a, b plotPoint) int { return cmp.Or(cmp.Compare(a.series, b.series), cmp.Compare(x(&a), x(&b))) })
 	var series []string
 	for _, p := range pts {
@@ -145,15 +146,23 @@ func plotSVG(title string, pts []plotPoint) []byte {
 			color := plotColors[s%len(plotColors)]
 			var line []string
 			var circles bytes.Buffer
+			runs := map[float64][]float64{} // x: the runs' values, for the line through their medians
+			var xs []float64
 			for i := range pts {
 				p := &pts[i]
 				if p.series != name {
 					continue
 				}
 				cx, cy := px(x(p)), py(metric.value(&p.rep))
-				line = append(line, fmt.Sprintf("%.1f,%.1f", cx, cy))
+				if _, ok := runs[x(p)]; !ok {
+					xs = append(xs, x(p))
+				}
+				runs[x(p)] = append(runs[x(p)], metric.value(&p.rep))
 				fmt.Fprintf(&circles, `<circle class="point" cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s: %s subscribers, %s</title></circle>`+"\n",
 					cx, cy, color, esc(p.file), num(x(p)), num(metric.value(&p.rep)))
+			}
+			for _, v := range xs {
+				line = append(line, fmt.Sprintf("%.1f,%.1f", px(v), py(medianOf(runs[v]))))
 			}
 			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s"/>`+"\n", strings.Join(line, " "), color)
 			b.Write(circles.Bytes())
@@ -194,4 +203,13 @@ func esc(s string) string {
 	var b strings.Builder
 	_ = xml.EscapeText(&b, []byte(s))
 	return b.String()
+}
+
+// medianOf is the median of vs (not empty).
+func medianOf(vs []float64) float64 {
+	s := slices.Sorted(slices.Values(vs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

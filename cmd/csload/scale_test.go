@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +28,36 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// coursestreamBinary builds the real coursestream once for the package's
+// tests and returns its path.
+func coursestreamBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "csload-test-"); binErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "coursestream"), "../coursestream").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return filepath.Join(binDir, "coursestream")
 }
 
 // TestScale runs csload scale small: 2 instances of the real binary on
@@ -35,10 +66,7 @@ func TestMain(m *testing.M) {
 // both instances gets every event once.
 func TestScale(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	bin := filepath.Join(t.TempDir(), "coursestream")
-	if out, err := exec.Command("go", "build", "-o", bin, "../coursestream").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := coursestreamBinary(t)
 	t.Setenv(asCsloadEnv, "1")
 	for _, one := range []bool{true, false} {
 		t.Run("one-at-a-time="+strconv.FormatBool(one), func(t *testing.T) {

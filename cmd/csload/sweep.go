@@ -68,7 +68,7 @@ func sweepFlags(fs *flag.FlagSet, s *sweepConfig) {
 // mode; a field a report does not have shows as -.
 var sweepMetrics = map[string][]string{
 	"sse":  {"rssPerConnKiB", "cpuPerDeliveryMicros", "latencyP50", "latencyP99", "completionP99"},
-	"poll": {"cpuPerRequestMicros", "rssPerConnKiB", "requestsPerSecond", "latencyP99"},
+	"poll": {"cpuPerRequestMicros", "cpuPer304Micros", "rssPerConnKiB", "rssPerHeldPollKiB", "heldPolls", "requestsPerSecond"},
 }
 
 // sweepTarget is one kind of server a sweep runs against.
