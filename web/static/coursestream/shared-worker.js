@@ -59,6 +59,7 @@ function receive(member, port, m) {
   if (m.op === 'token-reply') { waiting.get(m.id)?.(m.token); return }
   let g = groups.get(m.group)
   if (m.op === 'leave') { drop(m.group, member); return }
+  if (m.op === 'life') { if (g?.ports.has(member)) watch(m.group, g, member, m.life); return }
   if (!g) {
     const name = m.group
     const fixed = m.token
@@ -81,13 +82,12 @@ function receive(member, port, m) {
   const isNew = !g.ports.has(member)
   g.ports.set(member, port)
   g.feed.set(member, m.courses)
-  watch(m.group, g, member, m.life)
   if (isNew && g.last) post(port, { op: 'status', group: m.group, status: g.last })
   if (isNew && g.stats) post(port, { op: 'stats', group: m.group, stats: g.stats })
 }
 
 /**
- * Watches the life lock a tab named in its join: when the tab lets it go
+ * Watches the life lock a tab named once joined: when the tab lets it go
  * (it left, or died), it is dropped. A new name (the tab came back from
  * the back/forward cache) replaces the old.
  * @param {string} name the group @param {Group} g @param {string} member @param {string | null | undefined} life
