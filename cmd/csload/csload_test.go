@@ -14,8 +14,14 @@ import (
 // startServer builds and runs coursestream on a free loopback port.
 func startServer(t *testing.T) (url string, pid int) {
 	t.Helper()
-	bin := coursestreamBinary(t)
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0")
+	return startCoursestream(t, "http://")
+}
+
+// startCoursestream runs the package's coursestream binary with args on a
+// free loopback port and returns scheme plus the address it listens on.
+func startCoursestream(t *testing.T, scheme string, args ...string) (url string, pid int) {
+	t.Helper()
+	cmd := exec.Command(coursestreamBinary(t), append([]string{"--addr", "127.0.0.1:0"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -30,7 +36,7 @@ func startServer(t *testing.T) (url string, pid int) {
 				for sc.Scan() {
 				}
 			}()
-			return "http://" + m[1], cmd.Process.Pid
+			return scheme + m[1], cmd.Process.Pid
 		}
 	}
 	t.Fatal("server exited before listening")
@@ -47,16 +53,7 @@ func TestSmallLoadRun(t *testing.T) {
 		Publish: "http", PID: pid, Timeout: time.Minute, Settle: 200 * time.Millisecond, Drain: 20 * time.Second,
 		Concurrency: 4, CoursePfx: "small-",
 	}
-	if err := c.check(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
-	defer cancel()
-	rep, err := runSSE(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep.print(os.Stdout, false)
+	rep := sseRun(t, c)
 	if rep.Connected != 500 || rep.Published != 100 || rep.Expected != 500*100/5 ||
 		rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.Received != rep.Expected {
 		t.Fatalf("report %+v", rep)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/xml"
 	"errors"
@@ -9,11 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,28 +40,9 @@ func startFloor(t *testing.T, sse string) string {
 // on a free loopback port, with a test certificate.
 func startTLSServer(t *testing.T) string {
 	t.Helper()
-	bin := coursestreamBinary(t)
 	cert := tlstest.New(t)
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	re := regexp.MustCompile(`msg="coursestream listening" addr=(\S+)`)
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return "https://" + m[1]
-		}
-	}
-	t.Fatal("server exited before listening")
-	return ""
+	url, _ := startCoursestream(t, "https://", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
+	return url
 }
 
 func sseRun(t *testing.T, c config) *report {

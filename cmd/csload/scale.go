@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -265,20 +264,6 @@ func runScaleMode(ctx context.Context, c config, out io.Writer) error {
 }
 
 // instance is one coursestream the run talks to, started here or given.
-type instance struct {
-	url    string
-	pid    int
-	cmd    *exec.Cmd     // nil when given
-	exited chan struct{} // closed when cmd has exited
-}
-
-func (in *instance) kill() {
-	if in.cmd != nil {
-		_ = in.cmd.Process.Kill()
-		<-in.exited
-	}
-}
-
 // child is one csload sse --subscribe-only process.
 type child struct {
 	cmd      *exec.Cmd
@@ -367,7 +352,9 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 	}()
 	if c.CS != "" {
 		for i := range c.Instances {
-			in, err := startInstance(ctx, c.CS, c.RedisURL)
+			in, err := startProcess(ctx, func(addr string) []string {
+				return []string{c.CS, "--addr", addr, "--redis-url", c.RedisURL, "--log-level", "warn"}
+			}, false, "/readyz")
 			if err != nil {
 				return nil, fmt.Errorf("instance %d: %w", i+1, err)
 			}
@@ -394,7 +381,7 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 			if pids != nil {
 				in.pid = pids[i]
 			}
-			if err := waitReady(ctx, in.url, nil); err != nil {
+			if err := waitOK(ctx, in.url+"/readyz", nil); err != nil {
 				return nil, fmt.Errorf("instance %s: %w", in.url, err)
 			}
 			instances = append(instances, in)
@@ -619,70 +606,6 @@ func startChild(self string, c config, server string, prog *progress) (*child, e
 		}
 	}()
 	return ch, nil
-}
-
-// startInstance runs bin on a free loopback port with redisURL and waits
-// for its /readyz. A port taken meanwhile makes it exit: then another.
-func startInstance(ctx context.Context, bin, redisURL string) (*instance, error) {
-	var lastErr error
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		addr := l.Addr().String()
-		l.Close()
-		cmd := exec.Command(bin, "--addr", addr, "--redis-url", redisURL, "--log-level", "warn")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		in := &instance{url: "http://" + addr, pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
-		go func() {
-			_ = cmd.Wait()
-			close(in.exited)
-		}()
-		if lastErr = waitReady(ctx, in.url, in.exited); lastErr == nil {
-			return in, nil
-		}
-		in.kill()
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, lastErr
-}
-
-// waitReady polls GET /readyz until 200 (readiness has no event to wait
-// on), for at most 30 s, or until exited is closed.
-func waitReady(ctx context.Context, base string, exited <-chan struct{}) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
-	defer hc.CloseIdleConnections()
-	bound := time.After(30 * time.Second)
-	last := errors.New("not ready")
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
-		if resp, err := hc.Do(req); err != nil {
-			last = err
-		} else {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Errorf("/readyz %d", resp.StatusCode)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-exited:
-			return fmt.Errorf("exited before ready (%v)", last)
-		case <-bound:
-			return fmt.Errorf("not ready after 30s: %v", last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // redisCPUTime is Redis's user+system CPU seconds: INFO cpu's, else
