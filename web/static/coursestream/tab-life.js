@@ -2,8 +2,9 @@
 /**
  * Noticing a tab that died without saying goodbye (a crash, a kill, a
  * pagehide that never ran). Each tab that rides a shared stream holds a
- * Web Lock of its own, with a fresh name each time it joins; whoever runs
- * the stream (the SharedWorker, or the leading tab) asks for the same lock.
+ * Web Lock of its own, with a fresh name each time it joins; the leading
+ * tab (share-leader.js) asks for the same lock. (The SharedWorker path does
+ * not use it yet: see the pitfalls in docs/browser.md.)
  * The browser grants it only once the tab has let it go: on pagehide (it
  * says goodbye then too) or when the tab is gone, crashed included. The
  * lock is let go on pagehide and taken anew on pageshow, so that it never
