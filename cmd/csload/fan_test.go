@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"coursestream/internal/tlstest"
+
+	"go.uber.org/goleak"
 )
 
 // startFloor serves the floor (sse: fanout or held) on a free loopback
@@ -80,6 +84,10 @@ func wantAll(t *testing.T, rep *report, clients, expected, events int) {
 // The floor's fan-out is loaded exactly as coursestream: csload sse gets
 // every event, once and in order, with its completion time.
 func TestFloorFanOut(t *testing.T) {
+	// Registered first, so run last: once the floor is shut down, none of
+	// its goroutines (the taken-over streams' handlers) nor the clients' is left.
+	others := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, others) })
 	url := startFloor(t, "fanout")
 	c := config{
 		Server: url, Clients: 100, Courses: 2, Ramp: 2000, Events: 10, Rate: 100, Payload: 16,
@@ -274,4 +282,43 @@ func TestPlot(t *testing.T) {
 	if err := run(context.Background(), []string{"plot"}, io.Discard); !errors.As(err, new(usageError)) {
 		t.Fatalf("plot without reports: %v, want a usage error", err)
 	}
+}
+
+// TestFloorShutdownEndsStreams: a stream still open when the floor stops
+// is closed by it (net/http's Close does not reach a taken-over socket),
+// and none of the floor's goroutines is left.
+func TestFloorShutdownEndsStreams(t *testing.T) {
+	others := goleak.IgnoreCurrent()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveFloorOn(ctx, ln, "fanout", io.Discard) }()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/courses/c1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(conn)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("before retry: %v", err)
+		}
+		if strings.HasPrefix(line, "retry:") {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("the stream was not closed by the floor's shutdown: %v", err)
+	}
+	goleak.VerifyNone(t, others)
 }
