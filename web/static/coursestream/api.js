@@ -5,7 +5,7 @@
  * @module coursestream/api
  */
 import { retryAfterMs } from './backoff.js'
-import { HTTPError } from './errors.js'
+import { HTTPError, isFatalRefusal, refusalText } from './errors.js'
 import { EVENT_ID } from './ids.js'
 
 /**
@@ -74,8 +74,7 @@ export class CourseAPI {
         throw new Error(`coursestream: malformed poll answer from ${url}`)
       }
     } else if (res.status !== 304) {
-      const text = await res.text().catch(() => '')
-      try { out.error = String(JSON.parse(text).error) } catch { out.error = text.slice(0, 200) || res.statusText }
+      out.error = await refusalText(res)
     }
     return out
   }
@@ -86,11 +85,8 @@ export class CourseAPI {
   }
 
   /** Whether retrying cannot help: the request or the credentials are wrong. @param {unknown} err */
-  isFatal(err) {
-    if (!(err instanceof HTTPError)) return false
-    if (err.status === 401) return typeof this.#s.options.token !== 'function' // a token function may give a fresh one
-    return err.status === 400 || err.status === 403 || err.status === 404
-  }
+  isFatal(err) { return isFatalRefusal(err, typeof this.#s.options.token === 'function') }
+
 
   /** @returns {RequestCredentials} */
   #credentials() {

@@ -58,3 +58,27 @@ export function report(onError, err) {
   }
   rethrowLater(err)
 }
+
+/**
+ * The message of a refused answer: its JSON `error`, else the start of its
+ * body (a proxy's page), else the status text.
+ * @param {Response} res
+ * @returns {Promise<string>}
+ */
+export async function refusalText(res) {
+  const text = await res.text().catch(() => '')
+  try { return String(JSON.parse(text).error) } catch { return text.slice(0, 200) || res.statusText }
+}
+
+/**
+ * Whether retrying cannot help a request refused with err: the request or
+ * the credentials are wrong. A 401 can be helped when a token function may
+ * give a fresh token (canRenew).
+ * @param {unknown} err
+ * @param {boolean} canRenew
+ */
+export function isFatalRefusal(err, canRenew) {
+  if (!(err instanceof HTTPError)) return false
+  if (err.status === 401) return !canRenew
+  return err.status === 400 || err.status === 403 || err.status === 404
+}

@@ -7,7 +7,7 @@
  * @module coursestream/multi-api
  */
 import { retryAfterMs } from './backoff.js'
-import { HTTPError } from './errors.js'
+import { isFatalRefusal, refusalText } from './errors.js'
 import { probeStream } from './api.js'
 import { formatCursor, parseCursor } from './cursor.js'
 
@@ -74,8 +74,7 @@ export class MultiAPI {
       }
       out.body = { lastEventId: b.cursor, events: b.events ?? [], more: !!b.more, reset: false, resets: b.resets ?? [] }
     } else if (res.status !== 304) {
-      const text = await res.text().catch(() => '')
-      try { out.error = String(JSON.parse(text).error) } catch { out.error = text.slice(0, 200) || res.statusText }
+      out.error = await refusalText(res)
     }
     return out
   }
@@ -86,11 +85,8 @@ export class MultiAPI {
   }
 
   /** Whether retrying cannot help. @param {unknown} err */
-  isFatal(err) {
-    if (!(err instanceof HTTPError)) return false
-    if (err.status === 401) return !this.#f.tokenFunction
-    return err.status === 400 || err.status === 403 || err.status === 404
-  }
+  isFatal(err) { return isFatalRefusal(err, !!this.#f.tokenFunction) }
+
 
   /** @returns {RequestCredentials} */
   #credentials() {
