@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,9 +108,11 @@ func serveFloorOn(ctx context.Context, ln net.Listener, sse string, out io.Write
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
-		f.closeAll() // Close does not reach the taken-over connections
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Serve(ln)
+	f.closeAll() // Close does not reach the taken-over connections
+	f.streams.Wait()
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -118,7 +121,9 @@ func serveFloorOn(ctx context.Context, ln net.Listener, sse string, out io.Write
 // fanout is the floor's bare fan-out: courses and their sockets.
 type fanout struct {
 	mu      sync.Mutex
+	closed  bool // closeAll has run: a stream taken over later is closed at once
 	courses map[string]*fanCourse
+	streams sync.WaitGroup // the taken-over streams' handlers
 }
 
 // fanCourse is one course: its last id and its sockets. mu is held while
@@ -143,10 +148,12 @@ func (f *fanout) course(id string) *fanCourse {
 	return c
 }
 
-// closeAll closes every stream's socket: their handlers end.
+// closeAll closes every stream's socket, and any taken over after it:
+// their handlers end.
 func (f *fanout) closeAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for _, c := range f.courses {
 		c.mu.Lock()
 		for s := range c.socks {
@@ -156,9 +163,46 @@ func (f *fanout) closeAll() {
 	}
 }
 
-// subscribe takes the connection over, writes the head, registers the
-// socket on its courses, and holds it until the client leaves (or a write
-// to it failed and closed it).
+// register writes the stream's head and puts the socket on its courses,
+// unless closeAll has run; it returns the courses, or nil when the floor
+// is closed or the head could not be written. The head goes out with the
+// courses locked, so no frame can precede it and a client that has read
+// it is reached by every later publish and by closeAll.
+func (f *fanout) register(conn net.Conn, courses []string) []*fanCourse {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	cs := make([]*fanCourse, 0, len(courses))
+	for _, id := range courses {
+		c := f.courses[id]
+		if c == nil {
+			c = &fanCourse{socks: make(map[net.Conn]struct{})}
+			f.courses[id] = c
+		}
+		if !slices.Contains(cs, c) { // a course named twice is locked once
+			c.mu.Lock()
+			cs = append(cs, c)
+		}
+	}
+	_, err := io.WriteString(conn, streamHead)
+	for _, c := range cs {
+		if err == nil {
+			c.socks[conn] = struct{}{}
+		}
+		c.mu.Unlock()
+	}
+	if err != nil {
+		return nil
+	}
+	f.streams.Add(1)
+	return cs
+}
+
+// subscribe takes the connection over, registers it (head first) and
+// holds it until the client leaves, a write to it failed and closed it,
+// or the floor closed it.
 func (f *fanout) subscribe(w http.ResponseWriter, courses []string) {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -167,16 +211,11 @@ func (f *fanout) subscribe(w http.ResponseWriter, courses []string) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{}) // the server's read deadline does not apply to a stream
-	if _, err := io.WriteString(conn, streamHead); err != nil {
+	cs := f.register(conn, courses)
+	if cs == nil {
 		return
 	}
-	cs := make([]*fanCourse, len(courses))
-	for i, id := range courses {
-		cs[i] = f.course(id)
-		cs[i].mu.Lock()
-		cs[i].socks[conn] = struct{}{}
-		cs[i].mu.Unlock()
-	}
+	defer f.streams.Done()
 	var b [1]byte
 	for {
 		if _, err := conn.Read(b[:]); err != nil {
