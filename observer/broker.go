@@ -29,6 +29,11 @@ type Broker interface {
 	// LastID returns the id of the course's last event, 0 if it has none.
 	LastID(ctx context.Context, courseID string) (uint64, error)
 
+	// LastIDs returns LastID of each course, in order, in one read where
+	// the broker can (one Redis round trip for them all): what a poll of
+	// several courses asks first.
+	LastIDs(ctx context.Context, courseIDs []string) ([]uint64, error)
+
 	// Subscribe registers l for courseID's live events. It returns once the
 	// registration is effective (for Redis: the channel is subscribed); the
 	// returned function removes it. l must not block (see Listener).

@@ -193,6 +193,19 @@ func (m *Memory) LastID(_ context.Context, courseID string) (uint64, error) {
 	return c.seq, nil
 }
 
+// LastIDs implements Broker.
+func (m *Memory) LastIDs(ctx context.Context, courseIDs []string) ([]uint64, error) {
+	ids := make([]uint64, len(courseIDs))
+	for i, c := range courseIDs {
+		id, err := m.LastID(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
 // Subscribe implements Broker. The registration is effective at once. It
 // holds the course map's lock so that a sweep either sees the listener or
 // forgets the course before the caller reads its position.

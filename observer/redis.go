@@ -285,6 +285,47 @@ func (r *Redis) LastID(ctx context.Context, courseID string) (uint64, error) {
 		return 0, fmt.Errorf("%w: %q", ErrInvalidCourseID, truncate(courseID))
 	}
 	s, err := r.rdb.Get(ctx, SeqKey(courseID)).Result()
+	return parseSeq(courseID, s, err)
+}
+
+// LastIDs implements Broker: one pipeline of GETs, one round trip (per
+// node in a cluster, where go-redis splits the pipeline by slot; MGET
+// would refuse keys of several slots).
+func (r *Redis) LastIDs(ctx context.Context, courseIDs []string) ([]uint64, error) {
+	for _, c := range courseIDs {
+		if !ValidCourseID(c) {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidCourseID, truncate(c))
+		}
+	}
+	if len(courseIDs) == 1 {
+		id, err := r.LastID(ctx, courseIDs[0])
+		if err != nil {
+			return nil, err
+		}
+		return []uint64{id}, nil
+	}
+	gets := make([]*redis.StringCmd, len(courseIDs))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range courseIDs {
+			gets[i] = p.Get(ctx, SeqKey(c))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) { // Pipelined returns the first command's error
+		return nil, mapError(err)
+	}
+	ids := make([]uint64, len(courseIDs))
+	for i, g := range gets {
+		s, err := g.Result()
+		if ids[i], err = parseSeq(courseIDs[i], s, err); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// parseSeq reads a course's sequence key as GET returned it: no key is 0.
+func parseSeq(courseID, s string, err error) (uint64, error) {
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}

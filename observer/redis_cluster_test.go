@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,6 +66,12 @@ func TestRedisClusterShardedFanIn(t *testing.T) {
 		if err != nil || pa.LastID != 2 || pb.LastID != 2 || len(pb.Events) != 2 || string(pa.Events[1].JSON) != string(pb.Events[1].JSON) {
 			t.Fatalf("%s: histories differ: %+v / %+v (%v)", id, pa, pb, err)
 		}
+	}
+
+	// The last ids of courses on three nodes, in one read (a pipeline
+	// that go-redis splits by slot: MGET would refuse them).
+	if ids, err := a.LastIDs(ctx, courses); err != nil || !slices.Equal(ids, []uint64{2, 2, 2}) {
+		t.Fatalf("LastIDs across the nodes = %v, %v; want [2 2 2]", ids, err)
 	}
 
 	// Move the slot of the first course to node 1 while publishing to it.

@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -442,5 +443,75 @@ func TestMultiLongPollEndsOnResetAndFilteredEvents(t *testing.T) {
 	r := <-res
 	if r.err != nil || r.code != 200 || len(r.body.Events) != 0 || r.body.Cursor != "a:1,b:1" || r.etag != tagOf(t, "a:1,b:1", "a", "b") || time.Since(start) > soon {
 		t.Fatalf("long-poll woken by a filtered event: %d %+v %s %v after %s", r.code, r.body, r.etag, r.err, time.Since(start))
+	}
+}
+
+// countingBroker counts the reads a poll makes of its broker.
+type countingBroker struct {
+	*observer.Memory
+	mu        sync.Mutex
+	histories []string // the courses whose History was read, in order
+	lastID    int      // LastID calls
+	lastIDs   int      // LastIDs calls
+}
+
+func (c *countingBroker) History(ctx context.Context, course string, after uint64, limit int) (observer.Page, error) {
+	c.mu.Lock()
+	c.histories = append(c.histories, course)
+	c.mu.Unlock()
+	return c.Memory.History(ctx, course, after, limit)
+}
+
+func (c *countingBroker) LastID(ctx context.Context, course string) (uint64, error) {
+	c.mu.Lock()
+	c.lastID++
+	c.mu.Unlock()
+	return c.Memory.LastID(ctx, course)
+}
+
+func (c *countingBroker) LastIDs(ctx context.Context, courses []string) ([]uint64, error) {
+	c.mu.Lock()
+	c.lastIDs++
+	c.mu.Unlock()
+	return c.Memory.LastIDs(ctx, courses)
+}
+
+// reads returns and clears what was counted.
+func (c *countingBroker) reads() (histories []string, lastID, lastIDs int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	histories, lastID, lastIDs = c.histories, c.lastID, c.lastIDs
+	c.histories, c.lastID, c.lastIDs = nil, 0, 0
+	return histories, lastID, lastIDs
+}
+
+// TestMultiReadsOnlyCoursesThatMoved: a poll of 8 courses reads their
+// last ids in one broker read (one Redis round trip) and the history of
+// the courses that moved alone; its 304 reads nothing else. On Redis a
+// poll was one round trip per course.
+func TestMultiReadsOnlyCoursesThatMoved(t *testing.T) {
+	t.Parallel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := &countingBroker{Memory: observer.NewMemory(observer.MemoryConfig{Logger: quiet})}
+	p := New(b, Config{Logger: quiet})
+	courses := []string{"m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"}
+	for _, c := range courses {
+		publish(t, b.Memory, c, "upload-progress", 2)
+	}
+	target := "/v1/poll?courses=" + strings.Join(courses, ",") + "&cursor=m0:2,m1:2,m2:2,m3:1,m4:2,m5:2,m6:2,m7:0"
+	rec, got := getMulti(t, http.HandlerFunc(p.ServeCourses), target, "")
+	if rec.Code != 200 || ids(got.Events) != "m3:2 m7:1 m7:2" {
+		t.Fatalf("poll: %d %s", rec.Code, ids(got.Events))
+	}
+	if h, one, many := b.reads(); strings.Join(h, ",") != "m3,m7" || one != 0 || many != 1 {
+		t.Fatalf("the poll read the history of %v, LastID %d times, LastIDs %d times; want m3,m7, 0, 1", h, one, many)
+	}
+	tag := rec.Header().Get("ETag")
+	rec, _ = getMulti(t, http.HandlerFunc(p.ServeCourses), "/v1/poll?courses="+strings.Join(courses, ",")+"&cursor="+got.Cursor, tag)
+	if rec.Code != http.StatusNotModified {
+		t.Fatalf("poll from the answer's cursor with its tag: %d, want 304", rec.Code)
+	}
+	if h, one, many := b.reads(); len(h) != 0 || one != 0 || many != 1 {
+		t.Fatalf("the 304 read the history of %v, LastID %d times, LastIDs %d times; want none, 0, 1", h, one, many)
 	}
 }

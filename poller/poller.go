@@ -155,21 +155,16 @@ func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
 }
 
 // currentTag returns the ETag that the answer to req would carry, from
-// the courses' last ids alone, or "" when the answer could be cut short
-// by the page cap (its cursor is then not the courses' last ids).
+// the courses' last ids alone (one broker read for them all), or "" when
+// the answer could be cut short by the page cap (its cursor is then not
+// the courses' last ids).
 func (p *Poller) currentTag(ctx context.Context, req request) (string, error) {
-	var one [1]uint64
-	last := one[:0]
-	if len(req.at.Courses) > 1 {
-		last = make([]uint64, 0, len(req.at.Courses))
+	last, err := p.lastIDs(ctx, req)
+	if err != nil {
+		return "", err
 	}
 	var ahead uint64 // the events at most between the request and now
-	for i, course := range req.at.Courses {
-		id, err := p.broker.LastID(ctx, course)
-		if err != nil {
-			return "", err
-		}
-		last = append(last, id)
+	for i, id := range last {
 		if id > req.at.Seqs[i] {
 			ahead += id - req.at.Seqs[i]
 		}
@@ -178,6 +173,19 @@ func (p *Poller) currentTag(ctx context.Context, req request) (string, error) {
 		return "", nil
 	}
 	return req.shape.etag(req.at.Courses, last), nil
+}
+
+// lastIDs reads the last id of each of req's courses: LastID for one (no
+// slice to build), LastIDs, one read, for several.
+func (p *Poller) lastIDs(ctx context.Context, req request) ([]uint64, error) {
+	if len(req.at.Courses) > 1 {
+		return p.broker.LastIDs(ctx, req.at.Courses)
+	}
+	id, err := p.broker.LastID(ctx, req.at.Courses[0])
+	if err != nil {
+		return nil, err
+	}
+	return []uint64{id}, nil
 }
 
 // read answers req, long-polling when asked to.
@@ -236,11 +244,25 @@ func (p *Poller) read(ctx context.Context, req request) (answer, error) {
 // readOnce reads the history after req's position in each course, in the
 // request's order, PageSize events at most in all. Once the cap is
 // reached the courses left keep their position, and more tells the
-// client to ask again at once if any of them has moved.
+// client to ask again at once if any of them has moved. A poll of several
+// courses reads their last ids first, in one broker read, and the history
+// of the courses that moved only: a poll costs one round trip to Redis
+// plus one per course with news, not one per course.
 func (p *Poller) readOnce(ctx context.Context, req request) (answer, error) {
 	ans := answer{next: make([]uint64, len(req.at.Courses))}
+	var last []uint64 // nil for one course: its History call reads its last id too
+	if len(req.at.Courses) > 1 {
+		var err error
+		if last, err = p.broker.LastIDs(ctx, req.at.Courses); err != nil {
+			return answer{}, err
+		}
+	}
 	for i, course := range req.at.Courses {
 		after := req.at.Seqs[i]
+		if last != nil && last[i] == after {
+			ans.next[i] = after // nothing new, nothing to continue: no history to read
+			continue
+		}
 		if budget := PageSize - ans.examined; budget > 0 {
 			pg, err := p.broker.History(ctx, course, after, budget)
 			if err != nil {
@@ -249,14 +271,10 @@ func (p *Poller) readOnce(ctx context.Context, req request) (answer, error) {
 			ans.add(i, pg, req)
 			continue
 		}
+		// The cap is reached, which takes two courses at least: last is set,
+		// and this course moved (last[i] != after).
 		ans.next[i] = after
-		if !ans.more {
-			last, err := p.broker.LastID(ctx, course)
-			if err != nil {
-				return answer{}, err
-			}
-			ans.more = last != after
-		}
+		ans.more = true
 	}
 	return ans, nil
 }
