@@ -79,6 +79,9 @@ func TestBrowser(t *testing.T) {
 	for i, f := range files {
 		files[i] = filepath.Base(f)
 	}
+	if only := os.Getenv("BROWSER_TESTS"); only != "" { // e.g. BROWSER_TESTS=share.test.mjs,react.test.mjs
+		files = strings.Split(only, ",")
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute) // a shared, loaded machine
 	defer cancel()
 	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)

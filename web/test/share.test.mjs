@@ -254,6 +254,22 @@ async function streamWatch() {
   }
 }
 
+/**
+ * Two tabs of context through watch, over SSE: the first (it starts the
+ * worker, or leads) with courses a and b, the second with b and c; once
+ * they ride one stream of the three.
+ */
+async function twoTabs(context, watch, [a, b, c]) {
+  const first = await tab(context, watch.url)
+  await openAll(first.page, [a, b], { transport: 'sse' })
+  await allOpen(first.page, [a, b])
+  const second = await tab(context, watch.url)
+  await openAll(second.page, [b, c], { transport: 'sse' })
+  await allOpen(second.page, [b, c])
+  await watch.until((s) => oneStreamOf(s, [a, b, c]), 'one stream of the three courses')
+  return [first, second]
+}
+
 /** Whether streams is one stream, of exactly courses. */
 function oneStreamOf(streams, courses) {
   return streams.length === 1 && streams[0].courses.join(',') === [...courses].sort().join(',')
@@ -267,13 +283,7 @@ for (const path of ['Web Locks']) {
     if (path === 'Web Locks') await context.addInitScript(() => { delete window.SharedWorker })
     try {
       const [a, b, c] = [courseID('ka'), courseID('kb'), courseID('kc')] // c: the crashing tab's alone
-      const keep = await tab(context, watch.url) // first: it starts the worker, or leads
-      await openAll(keep.page, [a, b], { transport: 'sse' })
-      await allOpen(keep.page, [a, b])
-      const doomed = await tab(context, watch.url)
-      await openAll(doomed.page, [b, c], { transport: 'sse' })
-      await allOpen(doomed.page, [b, c])
-      await watch.until((s) => oneStreamOf(s, [a, b, c]), 'one stream of the three courses')
+      const [keep, doomed] = await twoTabs(context, watch, [a, b, c])
       const holders = [await keep.page.evaluate((x) => window.C[x].conn.status.sharing, a),
         await doomed.page.evaluate((x) => window.C[x].conn.status.sharing, c)]
       assert.deepEqual(holders, path === 'SharedWorker' ? ['worker', 'worker'] : ['this-tab', 'other-tab'])
@@ -301,6 +311,55 @@ for (const path of ['Web Locks']) {
       assert.deepEqual(await got(keep.page, [a, b]), { [a]: range(1, 5), [b]: range(1, 5) })
       assert.ok(oneStreamOf(watch.open, [a, b]), 'still one stream, of the survivor\'s courses')
       assert.deepEqual(keep.problems, [])
+    } finally {
+      await context.close()
+      await watch.close()
+    }
+  })
+}
+
+// A tab frozen by the browser (the Page Lifecycle's freeze: a hidden tab
+// it may later discard without another event) leaves the shared stream,
+// and joins it again on resume from its connections' positions. With the
+// SharedWorker, the frozen tab's courses leave the stream; with Web Locks,
+// the frozen tab led: it lets the lock go and the other tab takes over.
+// The freeze and resume events are dispatched by the test: headless
+// Chromium's Page.setWebLifecycleState answers but freezes nothing (its
+// timers kept running, no freeze event fired), so the page goes on running
+// while the library treats it as frozen.
+for (const path of ['SharedWorker', 'Web Locks']) {
+  test(`a tab frozen and resumed (${path}): it leaves the stream and comes back; nothing lost, nothing twice`, { timeout: TEST_TIMEOUT }, async () => {
+    const watch = await streamWatch()
+    const context = await browser.newContext()
+    if (path === 'Web Locks') await context.addInitScript(() => { delete window.SharedWorker })
+    try {
+      const [a, b, c] = [courseID('fa'), courseID('fb'), courseID('fc')]
+      const [keep, other] = await twoTabs(context, watch, [a, b, c])
+      for (let i = 0; i < 2; i++) for (const x of [a, b, c]) await publish(x, 'chapter-update-complete', { i })
+      for (const [p, cs] of [[keep.page, [a, b]], [other.page, [b, c]]]) for (const x of cs) await waitID(p, x, '2')
+
+      // SharedWorker: freeze the tab of c; Web Locks: freeze the leader.
+      const [frozen, awake, awakeCourses] = path === 'SharedWorker' ? [other, keep, [a, b]] : [keep, other, [b, c]]
+      const t0 = Date.now()
+      await frozen.page.evaluate(() => document.dispatchEvent(new Event('freeze')))
+      await watch.until((s) => oneStreamOf(s, awakeCourses), 'the stream re-opened without the frozen tab\'s courses')
+      const tookMs = Date.now() - t0
+      assert.ok(tookMs < 5000, `the stream left the frozen tab after ${tookMs} ms`)
+      for (let i = 2; i < 4; i++) for (const x of [a, b, c]) await publish(x, 'video-update-complete', { i })
+      for (const x of awakeCourses) await waitID(awake.page, x, '4')
+
+      await frozen.page.evaluate(() => document.dispatchEvent(new Event('resume')))
+      await watch.until((s) => oneStreamOf(s, [a, b, c]), 'the resumed tab\'s courses back on the stream')
+      const frozenCourses = path === 'SharedWorker' ? [b, c] : [a, b]
+      const [back] = watch.open
+      for (const x of frozenCourses.filter((x) => !awakeCourses.includes(x))) {
+        assert.equal(back.cursor.get(x), '2', `the resumed tab's ${x} from its position`)
+      }
+      for (const x of [a, b, c]) await publish(x, 'upload-complete', { sentinel: true })
+      for (const [p, cs] of [[keep.page, [a, b]], [other.page, [b, c]]]) for (const x of cs) await waitID(p, x, '5')
+      assert.deepEqual(await got(keep.page, [a, b]), { [a]: range(1, 5), [b]: range(1, 5) })
+      assert.deepEqual(await got(other.page, [b, c]), { [b]: range(1, 5), [c]: range(1, 5) })
+      assert.deepEqual([...keep.problems, ...other.problems], [])
     } finally {
       await context.close()
       await watch.close()

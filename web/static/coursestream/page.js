@@ -33,3 +33,31 @@ export function watchPage(onVisibility, onOnline) {
   }
   return () => { for (const f of cleanup.splice(0)) f() }
 }
+
+/**
+ * Calls away when the page stops running without closing, and back when
+ * it runs again: away on pagehide (it may go into the back/forward cache)
+ * and on freeze (a hidden tab frozen, which the browser may then discard
+ * without another event); back on a pageshow from the back/forward cache
+ * and on resume. A page that rides a shared stream leaves it while away,
+ * so that a frozen or discarded tab neither holds the stream's lock nor
+ * keeps its courses on the stream. Returns the function that removes the
+ * listeners.
+ * @param {() => void} away
+ * @param {() => void} back
+ * @returns {() => void}
+ */
+export function watchPause(away, back) {
+  const g = /** @type {any} */ (globalThis)
+  const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) back() }
+  g.addEventListener?.('pagehide', away)
+  g.addEventListener?.('pageshow', onShow)
+  g.document?.addEventListener?.('freeze', away)
+  g.document?.addEventListener?.('resume', back)
+  return () => {
+    g.removeEventListener?.('pagehide', away)
+    g.removeEventListener?.('pageshow', onShow)
+    g.document?.removeEventListener?.('freeze', away)
+    g.document?.removeEventListener?.('resume', back)
+  }
+}

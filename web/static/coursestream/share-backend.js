@@ -18,7 +18,9 @@ import { Feed } from './feed.js'
  *   events: (json: string) => void, reset: (courseId: string, lastEventId: string) => void,
  *   status: (status: PlainStatus, holder: Holder) => void, stats: (stats: StreamStats) => void,
  *   failed: (error: PlainError) => void, token: () => Promise<string | null>, unavailable: () => void,
- * }} BackendSink what a backend gives the page (unavailable: it cannot run here, use another)
+ *   positions: () => Record<string, string>,
+ * }} BackendSink what a backend gives the page (unavailable: it cannot run here, use another;
+ *   positions: the page's courses at their positions now, for a backend that joins again after a pause)
  * @typedef {{set: (courses: Record<string, string>) => void, close: () => void}} Backend
  */
 

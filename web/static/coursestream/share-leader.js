@@ -4,8 +4,8 @@
  * that holds a Web Lock leads (runs the stream) and relays it over a
  * BroadcastChannel; the others tell it their courses and get its events.
  * The lock, not a timer, elects: two leaders cannot exist, however slow
- * a tab is. When the leader goes (closed, or hidden into the back/forward
- * cache: the lock is released on pagehide), the next tab waiting on the
+ * a tab is. When the leader goes (closed, hidden into the back/forward
+ * cache or frozen: the lock is released on pagehide and on freeze), the next tab waiting on the
  * lock leads, asks every tab for its courses and positions, and resumes
  * from the lowest; each tab drops what it already has. A following tab
  * that dies without saying goodbye is noticed by its life lock
@@ -15,6 +15,7 @@
 import { Feed } from './feed.js'
 import { TokenCache } from './token-cache.js'
 import { holdLife, watchLife } from './tab-life.js'
+import { watchPause } from './page.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
@@ -23,7 +24,7 @@ import { holdLife, watchLife } from './tab-life.js'
  * @import { StreamStats } from './stream-stats.js'
  * @typedef {'asking' | 'leading' | 'following' | 'suspended' | 'closed'} Phase
  *   asking: waiting on the lock (following meanwhile); leading: holds it and runs the stream;
- *   suspended: the page is hidden in the back/forward cache (no lock, no channel); closed: for good
+ *   suspended: the page is in the back/forward cache or frozen (no lock, no channel); closed: for good
  * @typedef {{op: 'set', tab: string, courses: Record<string, string>, life: string | null} | {op: 'leave', tab: string}
  *   | {op: 'who'} | {op: 'events', json: string} | {op: 'reset', courseId: string, lastEventId: string}
  *   | {op: 'status', status: import('./feed.js').PlainStatus, tab: string} | {op: 'failed', error: import('./feed.js').PlainError}
@@ -69,12 +70,13 @@ export class LeaderBackend {
     this.#name = `coursestream:${name}`
     this.#f = f
     this.#sink = sink
-    const g = /** @type {any} */ (globalThis)
-    const onHide = () => this.#suspend()
-    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) this.#resume() }
-    g.addEventListener?.('pagehide', onHide)
-    g.addEventListener?.('pageshow', onShow)
-    this.#unwatch = () => { g.removeEventListener?.('pagehide', onHide); g.removeEventListener?.('pageshow', onShow) }
+    // Away (hidden into the back/forward cache, or frozen) the tab lets the
+    // lock go and leaves; back, it joins again at its positions of now.
+    this.#unwatch = watchPause(() => this.#suspend(), () => {
+      if (this.#phase !== 'suspended') return
+      this.#courses = this.#sink.positions()
+      this.#resume()
+    })
     this.#resume()
   }
 

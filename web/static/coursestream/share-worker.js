@@ -4,9 +4,13 @@
  * (shared-worker.js beside this file): the worker runs the stream, its
  * timers are never throttled as a hidden tab's are, and no tab has to hand
  * it over when it closes. This is the page's side: it tells the worker its
- * courses, answers its token requests, and gets the events.
+ * courses, answers its token requests, and gets the events. It leaves
+ * while the page is away (pagehide, freeze) and joins again when it is
+ * back, so that a frozen tab that is then discarded leaves no course on
+ * the stream.
  * @module coursestream/share-worker
  */
+import { watchPause } from './page.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
@@ -45,12 +49,12 @@ export class WorkerBackend {
     this.#group = group
     this.#f = f
     this.#sink = sink
-    const g = /** @type {any} */ (globalThis)
-    const onHide = () => this.#post({ op: 'leave', group: this.#group })
-    const onShow = (/** @type {PageTransitionEvent} */ e) => { if (e.persisted) this.#join() }
-    g.addEventListener?.('pagehide', onHide)
-    g.addEventListener?.('pageshow', onShow)
-    this.#unwatch = () => { g.removeEventListener?.('pagehide', onHide); g.removeEventListener?.('pageshow', onShow) }
+    // Away (hidden into the back/forward cache, or frozen) the tab leaves;
+    // back, it joins again at its connections' positions of now.
+    this.#unwatch = watchPause(() => this.#post({ op: 'leave', group: this.#group }), () => {
+      this.#courses = this.#sink.positions()
+      this.#join()
+    })
     let worker
     try {
       worker = new SharedWorker(WORKER_URL, { type: 'module', name: 'coursestream' })

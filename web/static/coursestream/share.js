@@ -173,6 +173,7 @@ class Group {
       },
       failed: (error) => { for (const m of [...this.#members]) m.failed(error) },
       token: () => this.#token(),
+      positions: () => this.#courses(),
       unavailable: () => { // this kind cannot run here: the next one
         if (this.#members.size === 0) return
         this.#backend = this.#backendFor(name, next)
