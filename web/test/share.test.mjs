@@ -275,8 +275,7 @@ function oneStreamOf(streams, courses) {
   return streams.length === 1 && streams[0].courses.join(',') === [...courses].sort().join(',')
 }
 
-// The SharedWorker path does not notice a crashed tab yet (docs/browser.md): the Web Locks path only.
-for (const path of ['Web Locks']) {
+for (const path of ['SharedWorker', 'Web Locks']) {
   test(`a tab that crashes (${path}): its courses leave the stream, the other tab misses and repeats nothing`, { timeout: TEST_TIMEOUT }, async () => {
     const watch = await streamWatch()
     const context = await browser.newContext()

@@ -4,20 +4,23 @@
  * (shared-worker.js beside this file): the worker runs the stream, its
  * timers are never throttled as a hidden tab's are, and no tab has to hand
  * it over when it closes. This is the page's side: it tells the worker its
- * courses, answers its token requests, and gets the events. It leaves
+ * courses, answers its token requests, and gets the events. It names the
+ * tab's life lock (tab-life.js) to the worker, so that the worker notices
+ * a tab that dies without saying goodbye and drops its courses. It leaves
  * while the page is away (pagehide, freeze) and joins again when it is
  * back, so that a frozen tab that is then discarded leaves no course on
  * the stream.
  * @module coursestream/share-worker
  */
 import { watchPause } from './page.js'
+import { tabLife } from './tab-life.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
  * @import { Backend, BackendSink } from './share-backend.js'
  * @import { StreamStats } from './stream-stats.js'
  * @typedef {{op: 'join', group: string, settings: FeedSettings, courses: Record<string, string>, token: string | null}
- *   | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
+ *   | {op: 'life', group: string, life: string} | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
  * @typedef {{op: 'events', group: string, json: string} | {op: 'reset', group: string, courseId: string, lastEventId: string}
  *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus} | {op: 'stats', group: string, stats: StreamStats}
  *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}} FromWorker
@@ -42,6 +45,8 @@ export class WorkerBackend {
   #courses = {}
   #heard = false // the worker has answered: it runs
   #closed = false
+  /** @type {string | null} the name of the tab's life lock told to the worker since the last join */
+  #told = null
   #unwatch
 
   /** @param {string} group the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -51,7 +56,7 @@ export class WorkerBackend {
     this.#sink = sink
     // Away (hidden into the back/forward cache, or frozen) the tab leaves;
     // back, it joins again at its connections' positions of now.
-    this.#unwatch = watchPause(() => this.#post({ op: 'leave', group: this.#group }), () => {
+    this.#unwatch = watchPause(() => this.#leave(), () => {
       this.#courses = this.#sink.positions()
       this.#join()
     })
@@ -76,16 +81,32 @@ export class WorkerBackend {
 
   close() {
     if (this.#closed) return
-    this.#post({ op: 'leave', group: this.#group })
+    this.#leave()
     this.#closed = true
     this.#unwatch()
     this.#port?.close()
     this.#port = null
   }
 
+  /**
+   * Tells the worker this tab's courses, then the name of the tab's life
+   * lock once it is held (the worker watches members only, and its request
+   * for the lock must wait behind this tab), so that the worker notices
+   * the tab dying without a goodbye. The join never waits for the lock.
+   */
   async #join() {
     const token = this.#f.tokenFunction ? null : await this.#sink.token() // a fixed token travels with the join
     this.#post({ op: 'join', group: this.#group, settings: this.#f, courses: this.#courses, token })
+    const life = await tabLife()
+    if (!life || life.name === this.#told || this.#closed) return
+    this.#told = life.name
+    this.#post({ op: 'life', group: this.#group, life: life.name })
+  }
+
+  /** Says goodbye: the worker drops this tab's courses and stops watching its life lock. */
+  #leave() {
+    this.#post({ op: 'leave', group: this.#group })
+    this.#told = null
   }
 
   #unavailable() {

@@ -3,17 +3,22 @@
  * The SharedWorker that holds the streams of every tab of an origin (one
  * Feed per group of connections that may share), loaded by
  * share-worker.js as a module worker. It relays each stream's events,
- * resets, status and poll counts to the tabs of its group, asks a tab for a token
- * when the stream needs one, and stops a stream when its last tab leaves.
+ * resets, status and poll counts to the tabs of its group, asks a tab
+ * for a token when the stream needs one, and stops a stream when its last
+ * tab leaves. A tab that dies without saying goodbye is noticed by its
+ * life lock (tab-life.js): its courses are dropped as if it had left (the
+ * stream re-opens from its cursor with the courses of the others).
  * @module coursestream/shared-worker
  */
 import { Feed } from './feed.js'
 import { TokenCache } from './token-cache.js'
+import { watchLife } from './tab-life.js'
 
 /**
  * @import { ToWorker, FromWorker } from './share-worker.js'
- * @typedef {{feed: Feed, ports: Map<string, MessagePort>, readonly last: any, readonly stats: any}} Group
- *   the stream of one group, its tabs, its last status and poll counts
+ * @typedef {{feed: Feed, ports: Map<string, MessagePort>, lives: Map<string, {name: string, stop: () => void}>,
+ *   readonly last: any, readonly stats: any}} Group
+ *   the stream of one group, its tabs (and the life lock each holds), its last status and poll counts
  */
 
 /** How long the worker waits for a tab's token before it asks another tab. */
@@ -53,13 +58,8 @@ function receive(member, port, m) {
   if (!m || typeof m !== 'object') return
   if (m.op === 'token-reply') { waiting.get(m.id)?.(m.token); return }
   let g = groups.get(m.group)
-  if (m.op === 'leave') {
-    if (!g) return
-    g.ports.delete(member)
-    g.feed.remove(member)
-    if (g.feed.empty) { g.feed.stop(); groups.delete(m.group) }
-    return
-  }
+  if (m.op === 'leave') { drop(m.group, member); return }
+  if (m.op === 'life') { if (g?.ports.has(member)) watch(m.group, g, member, m.life); return }
   if (!g) {
     const name = m.group
     const fixed = m.token
@@ -74,9 +74,9 @@ function receive(member, port, m) {
       reset: (courseId, lastEventId) => each((p) => post(p, { op: 'reset', group: name, courseId, lastEventId })),
       status: (status) => { last = status; each((p) => post(p, { op: 'status', group: name, status })) },
       stats: (st) => { stats = st; each((p) => post(p, { op: 'stats', group: name, stats: st })) },
-      failed: (error) => { each((p) => post(p, { op: 'failed', group: name, error })); groups.delete(name) },
+      failed: (error) => { each((p) => post(p, { op: 'failed', group: name, error })); forget(name) },
     })
-    g = { feed, ports: new Map(), get last() { return last }, get stats() { return stats } }
+    g = { feed, ports: new Map(), lives: new Map(), get last() { return last }, get stats() { return stats } }
     groups.set(name, g)
   }
   const isNew = !g.ports.has(member)
@@ -84,6 +84,39 @@ function receive(member, port, m) {
   g.feed.set(member, m.courses)
   if (isNew && g.last) post(port, { op: 'status', group: m.group, status: g.last })
   if (isNew && g.stats) post(port, { op: 'stats', group: m.group, stats: g.stats })
+}
+
+/**
+ * Watches the life lock a tab named once joined: when the tab lets it go
+ * (it left, or died), it is dropped. A new name (the tab came back from
+ * the back/forward cache) replaces the old.
+ * @param {string} name the group @param {Group} g @param {string} member @param {string | null | undefined} life
+ */
+function watch(name, g, member, life) {
+  const had = g.lives.get(member)
+  if (had?.name === life) return
+  had?.stop()
+  g.lives.delete(member)
+  if (typeof life !== 'string') return
+  const stop = watchLife(life, () => { if (groups.get(name) === g && g.lives.get(member)?.name === life) drop(name, member) })
+  g.lives.set(member, { name: life, stop })
+}
+
+/** A tab leaves a group (it said so, or its life lock says it is gone). @param {string} name @param {string} member */
+function drop(name, member) {
+  const g = groups.get(name)
+  if (!g) return
+  g.lives.get(member)?.stop()
+  g.lives.delete(member)
+  g.ports.delete(member)
+  g.feed.remove(member)
+  if (g.feed.empty) { g.feed.stop(); forget(name) }
+}
+
+/** A group is over: no tab is left, or its stream failed for good. @param {string} name */
+function forget(name) {
+  for (const l of groups.get(name)?.lives.values() ?? []) l.stop()
+  groups.delete(name)
 }
 
 /** @type {any} */ (globalThis).onconnect = (/** @type {MessageEvent} */ e) => {

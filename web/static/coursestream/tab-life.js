@@ -3,8 +3,9 @@
  * Noticing a tab that died without saying goodbye (a crash, a kill, a
  * pagehide that never ran). Each tab that rides a shared stream holds a
  * Web Lock of its own, with a fresh name each time it joins; the leading
- * tab (share-leader.js) asks for the same lock. (The SharedWorker path does
- * not use it yet: see the pitfalls in docs/browser.md.)
+ * tab (share-leader.js) asks for the same lock. On the SharedWorker path
+ * the tab holds one life lock for all its connections (tabLife), and the
+ * worker asks for it.
  * The browser grants it only once the tab has let it go: on pagehide (it
  * says goodbye then too) or when the tab is gone, crashed included. The
  * lock is let go on pagehide and taken anew on pageshow, so that it never
@@ -13,6 +14,7 @@
  * empties, and delivery to the others is unaffected.
  * @module coursestream/tab-life
  */
+import { watchPause } from './page.js'
 
 /** The names of the life locks (apart from the leader's locks, which are share keys). */
 const PREFIX = 'coursestream:tab:'
@@ -60,4 +62,29 @@ export function watchLife(name, gone) {
   // Granted means released by the tab: the callback returns at once, letting it go again.
   locks.request(name, { signal: ac.signal }, () => { if (!ac.signal.aborted) gone() }).catch(() => {})
   return () => ac.abort()
+}
+
+/** @type {Promise<Life | null> | null} the tab's own life lock, shared by its worker connections */
+let tabs = null
+let watching = false
+
+/**
+ * The life lock of this tab as a whole, one for all its connections to
+ * the SharedWorker, however often they come and go (a React StrictMode
+ * page mounts, unmounts and mounts again within milliseconds): taken at
+ * the first call, let go when the page is away (pagehide, freeze) and
+ * taken anew, with a new name, at the first call after it is back.
+ * @returns {Promise<Life | null>}
+ */
+export function tabLife() {
+  if (!watching) {
+    watching = true
+    watchPause(() => {
+      const held = tabs
+      tabs = null
+      held?.then((l) => l?.release())
+    }, () => {})
+  }
+  if (!tabs) tabs = holdLife()
+  return tabs
 }
