@@ -366,6 +366,40 @@ for (const path of ['SharedWorker', 'Web Locks']) {
   })
 }
 
+test('the SharedWorker dies: the tabs start another from their positions; nothing lost, nothing twice', { timeout: TEST_TIMEOUT }, async () => {
+  const watch = await streamWatch()
+  const context = await browser.newContext()
+  const cdp = await browser.newBrowserCDPSession()
+  try {
+    const [a, b, c] = [courseID('wa'), courseID('wb'), courseID('wc')]
+    const [one, two] = await twoTabs(context, watch, [a, b, c])
+    for (let i = 0; i < 2; i++) for (const x of [a, b, c]) await publish(x, 'chapter-update-complete', { i })
+    for (const [p, cs] of [[one.page, [a, b]], [two.page, [b, c]]]) for (const x of cs) await waitID(p, x, '2')
+    const workers = async () => (await cdp.send('Target.getTargets')).targetInfos.filter((t) => t.type === 'shared_worker' && t.url.startsWith(watch.url))
+    const [worker] = await workers()
+    assert.ok(worker, 'a SharedWorker runs the stream')
+
+    // The browser ends the worker (as it would a crashed one): its stream closes, its lock is let go.
+    await cdp.send('Target.closeTarget', { targetId: worker.targetId })
+    await watch.until((s) => s.length === 0, 'the dead worker\'s stream closed')
+    await watch.until((s) => oneStreamOf(s, [a, b, c]), 'a stream of the three courses again, from a new worker')
+    const [again] = await workers()
+    assert.ok(again && again.targetId !== worker.targetId, 'a new SharedWorker holds it')
+    assert.deepEqual([...watch.open[0].cursor], [[a, '2'], [b, '2'], [c, '2']].sort((x, y) => (x[0] < y[0] ? -1 : 1)), 'from the tabs\' positions')
+    for (let i = 2; i < 4; i++) for (const x of [a, b, c]) await publish(x, 'video-update-complete', { i })
+    for (const x of [a, b, c]) await publish(x, 'upload-complete', { sentinel: true })
+    for (const [p, cs] of [[one.page, [a, b]], [two.page, [b, c]]]) for (const x of cs) await waitID(p, x, '5')
+    assert.deepEqual(await got(one.page, [a, b]), { [a]: range(1, 5), [b]: range(1, 5) })
+    assert.deepEqual(await got(two.page, [b, c]), { [b]: range(1, 5), [c]: range(1, 5) })
+    assert.equal(await two.page.evaluate((x) => window.C[x].conn.status.sharing, c), 'worker')
+    assert.deepEqual([...one.problems, ...two.problems], [])
+  } finally {
+    await cdp.detach().catch(() => {})
+    await context.close()
+    await watch.close()
+  }
+})
+
 /** An HS256 token for every course, expiring in secs. */
 function mint(secs) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url')

@@ -18,8 +18,9 @@ import { Feed } from './feed.js'
  *   events: (json: string) => void, reset: (courseId: string, lastEventId: string) => void,
  *   status: (status: PlainStatus, holder: Holder) => void, stats: (stats: StreamStats) => void,
  *   failed: (error: PlainError) => void, token: () => Promise<string | null>, unavailable: () => void,
- *   positions: () => Record<string, string>,
+ *   positions: () => Record<string, string>, lost: () => void,
  * }} BackendSink what a backend gives the page (unavailable: it cannot run here, use another;
+ *   lost: what ran the stream died, start another of the same kind;
  *   positions: the page's courses at their positions now, for a backend that joins again after a pause)
  * @typedef {{set: (courses: Record<string, string>) => void, close: () => void}} Backend
  */

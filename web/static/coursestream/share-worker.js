@@ -13,7 +13,7 @@
  * @module coursestream/share-worker
  */
 import { watchPause } from './page.js'
-import { tabLife } from './tab-life.js'
+import { tabLife, watchLife } from './tab-life.js'
 
 /**
  * @import { FeedSettings } from './share-key.js'
@@ -23,7 +23,8 @@ import { tabLife } from './tab-life.js'
  *   | {op: 'life', group: string, life: string} | {op: 'leave', group: string} | {op: 'token-reply', id: number, token: string | null}} ToWorker
  * @typedef {{op: 'events', group: string, json: string} | {op: 'reset', group: string, courseId: string, lastEventId: string}
  *   | {op: 'status', group: string, status: import('./feed.js').PlainStatus} | {op: 'stats', group: string, stats: StreamStats}
- *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}} FromWorker
+ *   | {op: 'failed', group: string, error: import('./feed.js').PlainError} | {op: 'token', id: number}
+ *   | {op: 'worker-life', life: string}} FromWorker
  */
 
 /** The worker script, served beside this module. */
@@ -47,6 +48,10 @@ export class WorkerBackend {
   #closed = false
   /** @type {string | null} the name of the tab's life lock told to the worker since the last join */
   #told = null
+  /** @type {string | null} the name of the worker's life lock */
+  #workerLife = null
+  /** @type {(() => void) | null} stops watching the worker's life lock */
+  #unwatchWorker = null
   #unwatch
 
   /** @param {string} group the group's key @param {FeedSettings} f @param {BackendSink} sink */
@@ -97,16 +102,34 @@ export class WorkerBackend {
   async #join() {
     const token = this.#f.tokenFunction ? null : await this.#sink.token() // a fixed token travels with the join
     this.#post({ op: 'join', group: this.#group, settings: this.#f, courses: this.#courses, token })
+    this.#watchWorker()
     const life = await tabLife()
     if (!life || life.name === this.#told || this.#closed) return
     this.#told = life.name
     this.#post({ op: 'life', group: this.#group, life: life.name })
   }
 
-  /** Says goodbye: the worker drops this tab's courses and stops watching its life lock. */
+  /**
+   * Says goodbye: the worker drops this tab's courses and stops watching
+   * its life lock; this tab stops watching the worker's (a pending lock
+   * request, like a held one, could keep the page out of the back/forward
+   * cache).
+   */
   #leave() {
     this.#post({ op: 'leave', group: this.#group })
     this.#told = null
+    this.#unwatchWorker?.()
+    this.#unwatchWorker = null
+  }
+
+  /** Watches the worker's life lock while joined: once it is let go the worker died, and the page starts another. */
+  #watchWorker() {
+    if (this.#closed || this.#unwatchWorker || !this.#workerLife) return
+    this.#unwatchWorker = watchLife(this.#workerLife, () => {
+      if (this.#closed) return
+      this.close()
+      this.#sink.lost()
+    })
   }
 
   #unavailable() {
@@ -119,6 +142,11 @@ export class WorkerBackend {
   #receive(m) {
     if (this.#closed || !m || typeof m !== 'object') return
     this.#heard = true
+    if (m.op === 'worker-life') {
+      this.#workerLife = m.life
+      this.#watchWorker()
+      return
+    }
     if (m.op === 'token') {
       this.#sink.token().then((token) => token, () => null).then((token) => this.#post({ op: 'token-reply', id: m.id, token }))
       return

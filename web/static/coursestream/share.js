@@ -65,6 +65,9 @@ function pageKey(s) {
   return shareKey(feedSettings(s), cred)
 }
 
+/** A holder that dies again within this long of the last one is not started again: the next kind runs. */
+const LOST_AGAIN_MS = 10_000
+
 /** The connections of this page that share one stream. */
 class Group {
   /** @type {Set<Member>} */
@@ -80,6 +83,7 @@ class Group {
   #last = null
   /** @type {StreamStats | null} */
   #lastStats = null
+  #lostAt = -Infinity // when the backend's holder last died
 
   /** @param {Settings} s @param {() => void} onEmpty */
   constructor(s, onEmpty) {
@@ -174,15 +178,27 @@ class Group {
       failed: (error) => { for (const m of [...this.#members]) m.failed(error) },
       token: () => this.#token(),
       positions: () => this.#courses(),
-      unavailable: () => { // this kind cannot run here: the next one
-        if (this.#members.size === 0) return
-        this.#backend = this.#backendFor(name, next)
-        this.#backend.set(this.#courses())
+      unavailable: () => this.#replace(name, next), // this kind cannot run here: the next one
+      lost: () => { // the SharedWorker died: a new one, unless the last one died moments ago too
+        const now = Date.now()
+        const again = now - this.#lostAt < LOST_AGAIN_MS
+        this.#lostAt = now
+        this.#replace(name, again ? next : kind)
       },
     }
     if (kind === 'worker') return new WorkerBackend(name, this.#f, sink)
     if (kind === 'leader') return new LeaderBackend(name, this.#f, sink)
     return new PageBackend(this.#f, sink)
+  }
+
+  /**
+   * Runs the group's stream on a new backend of kind, from the members'
+   * positions of now. @param {string} name @param {'worker' | 'leader' | 'page'} kind
+   */
+  #replace(name, kind) {
+    if (this.#members.size === 0) return
+    this.#backend = this.#backendFor(name, kind)
+    this.#backend.set(this.#courses())
   }
 
   /** @param {string} json */

@@ -7,12 +7,15 @@
  * for a token when the stream needs one, and stops a stream when its last
  * tab leaves. A tab that dies without saying goodbye is noticed by its
  * life lock (tab-life.js): its courses are dropped as if it had left (the
- * stream re-opens from its cursor with the courses of the others).
+ * stream re-opens from its cursor with the courses of the others). The
+ * worker holds a life lock of its own for as long as it runs and names it
+ * to each tab that connects: a tab notices the worker dying (a crash, the
+ * browser ending it) and starts another from its connections' positions.
  * @module coursestream/shared-worker
  */
 import { Feed } from './feed.js'
 import { TokenCache } from './token-cache.js'
-import { watchLife } from './tab-life.js'
+import { holdLife, watchLife } from './tab-life.js'
 
 /**
  * @import { ToWorker, FromWorker } from './share-worker.js'
@@ -119,9 +122,15 @@ function forget(name) {
   groups.delete(name)
 }
 
-/** @type {any} */ (globalThis).onconnect = (/** @type {MessageEvent} */ e) => {
+/** The worker's own life lock, held until it ends. */
+const life = holdLife('worker')
+
+/** @type {any} */
+const scope = globalThis
+scope.onconnect = (/** @type {MessageEvent} */ e) => {
   const port = e.ports[0]
   const member = `p${nextID++}`
   port.onmessage = (ev) => receive(member, port, ev.data)
   port.start()
+  life.then((l) => { if (l) post(port, { op: 'worker-life', life: l.name }) })
 }

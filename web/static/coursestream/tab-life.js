@@ -16,8 +16,12 @@
  */
 import { watchPause } from './page.js'
 
-/** The names of the life locks (apart from the leader's locks, which are share keys). */
-const PREFIX = 'coursestream:tab:'
+/**
+ * The names of the life locks, by whose life they are (apart from the
+ * leader's locks, which are share keys): a tab's, or the SharedWorker's
+ * (its tabs watch it, to notice the worker dying).
+ */
+const PREFIXES = Object.freeze({ tab: 'coursestream:tab:', worker: 'coursestream:worker:' })
 
 /**
  * @typedef {{name: string, release: () => void}} Life
@@ -33,12 +37,13 @@ function lockManager() {
 /**
  * Takes a new life lock. Resolves once it is held, with null where Web
  * Locks are missing or refused (an opaque origin, a private mode).
+ * @param {keyof typeof PREFIXES} [whose] a tab's (the default), or the SharedWorker's
  * @returns {Promise<Life | null>}
  */
-export function holdLife() {
+export function holdLife(whose = 'tab') {
   const locks = lockManager()
   if (!locks) return Promise.resolve(null)
-  const name = PREFIX + Math.random().toString(36).slice(2) + Date.now().toString(36)
+  const name = PREFIXES[whose] + Math.random().toString(36).slice(2) + Date.now().toString(36)
   return new Promise((resolve) => {
     /** @type {() => void} */
     let release = () => {}
@@ -48,8 +53,8 @@ export function holdLife() {
 }
 
 /**
- * Calls gone once the tab that holds the life lock name has let it go
- * (left, or died). Returns the function that stops watching. A name that
+ * Calls gone once the tab (or worker) that holds the life lock name has
+ * let it go (left, or died). Returns the function that stops watching. A name that
  * is not a life lock's is not watched.
  * @param {unknown} name
  * @param {() => void} gone
@@ -57,7 +62,7 @@ export function holdLife() {
  */
 export function watchLife(name, gone) {
   const locks = lockManager()
-  if (!locks || typeof name !== 'string' || !name.startsWith(PREFIX)) return () => {}
+  if (!locks || typeof name !== 'string' || !Object.values(PREFIXES).some((p) => name.startsWith(p))) return () => {}
   const ac = new AbortController()
   // Granted means released by the tab: the callback returns at once, letting it go again.
   locks.request(name, { signal: ac.signal }, () => { if (!ac.signal.aborted) gone() }).catch(() => {})
