@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/r3labs/sse/v2"
 	"go.uber.org/goleak"
+	"gopkg.in/cenkalti/backoff.v1"
 
 	"coursestream/observer"
 )
@@ -223,4 +225,27 @@ func (n noHijack) WriteHeader(code int)        { n.w.WriteHeader(code) }
 func (n noHijack) FlushError() error           { return http.NewResponseController(n.w).Flush() }
 func (n noHijack) SetWriteDeadline(t time.Time) error {
 	return http.NewResponseController(n.w).SetWriteDeadline(t)
+}
+
+// r3labsSubscribe reads path with r3labs/sse's own client, as a Go program
+// would, resuming from lastID; it returns the events with data and the
+// client (its LastEventID), and stops the client when the test ends.
+func (e *env) r3labsSubscribe(t *testing.T, path, lastID string) (<-chan *sse.Event, *sse.Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	client := sse.NewClient(e.srv.URL+path, sse.ClientMaxBufferSize(1<<20))
+	client.Connection = e.client
+	client.ReconnectStrategy = backoff.WithContext(backoff.NewExponentialBackOff(), ctx)
+	client.LastEventID.Store([]byte(lastID))
+	got := make(chan *sse.Event, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- client.SubscribeRawWithContext(ctx, func(ev *sse.Event) {
+			if len(ev.Data) > 0 {
+				got <- ev
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return got, client
 }

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/r3labs/sse/v2"
 	"go.uber.org/goleak"
-	"gopkg.in/cenkalti/backoff.v1"
 
 	"coursestream/observer"
 )
@@ -422,21 +419,7 @@ func TestR3labsClient(t *testing.T) {
 	for range 3 {
 		e.publish("c1", "video-update-complete", `{"videoId":"v1"}`)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	client := sse.NewClient(e.srv.URL+"/v1/courses/c1/events", sse.ClientMaxBufferSize(1<<20))
-	client.Connection = e.client
-	client.ReconnectStrategy = backoff.WithContext(backoff.NewExponentialBackOff(), ctx)
-	client.LastEventID.Store([]byte("1"))
-	got := make(chan *sse.Event, 16)
-	done := make(chan error, 1)
-	go func() {
-		done <- client.SubscribeRawWithContext(ctx, func(ev *sse.Event) {
-			if len(ev.Data) > 0 {
-				got <- ev
-			}
-		})
-	}()
+	got, _ := e.r3labsSubscribe(t, "/v1/courses/c1/events", "1")
 	for _, want := range []string{"2", "3"} {
 		ev := <-got
 		if string(ev.ID) != want || string(ev.Event) != "video-update-complete" {
@@ -447,8 +430,6 @@ func TestR3labsClient(t *testing.T) {
 	if ev := <-got; string(ev.ID) != "4" {
 		t.Fatalf("live event id %s, want 4", ev.ID)
 	}
-	cancel()
-	<-done
 }
 
 func TestMaxStreamAge(t *testing.T) {

@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,9 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/r3labs/sse/v2"
-	"gopkg.in/cenkalti/backoff.v1"
 
 	"coursestream/internal/cursor"
 	"coursestream/observer"
@@ -458,21 +454,7 @@ func TestMultiR3labsClient(t *testing.T) {
 	for range 3 {
 		e.publish("r1", "video-update-complete", `{"videoId":"v1"}`)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	client := sse.NewClient(e.srv.URL+"/v1/events?courses=r1,r2", sse.ClientMaxBufferSize(1<<20))
-	client.Connection = e.client
-	client.ReconnectStrategy = backoff.WithContext(backoff.NewExponentialBackOff(), ctx)
-	client.LastEventID.Store([]byte("r1:1"))
-	got := make(chan *sse.Event, 16)
-	done := make(chan error, 1)
-	go func() {
-		done <- client.SubscribeRawWithContext(ctx, func(ev *sse.Event) {
-			if len(ev.Data) > 0 {
-				got <- ev
-			}
-		})
-	}()
+	got, client := e.r3labsSubscribe(t, "/v1/events?courses=r1,r2", "r1:1")
 	for _, want := range []string{"r1:2,r2:0", "r1:3,r2:0"} {
 		if ev := <-got; string(ev.ID) != want || string(ev.Event) != "video-update-complete" {
 			t.Fatalf("got id %s event %s, want %s", ev.ID, ev.Event, want)
@@ -485,8 +467,6 @@ func TestMultiR3labsClient(t *testing.T) {
 	if id, _ := client.LastEventID.Load().([]byte); string(id) != "r1:3,r2:1" {
 		t.Fatalf("the client keeps %q as its Last-Event-ID", id)
 	}
-	cancel()
-	<-done
 }
 
 // TestMultiViaHandlerPath runs the multi-course tests through a
