@@ -197,8 +197,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if rep != nil {
 		rep.print(out, c.JSON)
 	}
-	if err == nil && rep != nil && (rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0) {
-		err = fmt.Errorf("invariant broken: %d lost, %d duplicates, %d out of order", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	if err == nil && rep != nil {
+		err = rep.broken()
 	}
 	return err
 }

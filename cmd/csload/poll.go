@@ -464,7 +464,7 @@ func runPoll(ctx context.Context, c config) (*report, error) {
 	rep.Connected = len(pollers)
 	rep.PollConns = int(st.conns.Load())
 	rep.PollErrors = int(st.errors.Load())
-	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
+	rep.settle()
 	rep.RequestsPS = float64(rep.Requests) / elapsed
 	if rep.PollSeconds > 0 {
 		rep.RequestsPS = float64(rep.PollRequests) / rep.PollSeconds

@@ -29,13 +29,8 @@ type report struct {
 	ConnectP99     time.Duration `json:"connectP99"`
 	Published      int           `json:"published"`
 	PublishSeconds float64       `json:"publishSeconds"`
-	Expected       int           `json:"expected"`
-	Received       int           `json:"received"`
-	Lost           int           `json:"lost"`
-	Duplicates     int           `json:"duplicates"`
-	OutOfOrder     int           `json:"outOfOrder"`
-	Resets         int           `json:"resets"`
-	Reconnects     int           `json:"reconnects"`
+	tally
+	Reconnects int `json:"reconnects"`
 	// Reconnected clients lost their first connection and came back;
 	// ReconnectSpread is from the first such loss to the last first retry.
 	Reconnected     int           `json:"reconnected,omitempty"`
@@ -97,7 +92,7 @@ func (r *report) print(w io.Writer, asJSON bool) {
 	fmt.Fprintf(w, "connections: %d ok, %d failed in %.1fs; connect p50 %s p99 %s\n",
 		r.Connected, r.ConnectFailed, r.ConnectSeconds, ms(r.ConnectP50), ms(r.ConnectP99))
 	fmt.Fprintf(w, "published %d in %.1fs; deliveries expected %d, received %d\n", r.Published, r.PublishSeconds, r.Expected, r.Received)
-	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d, resets %d, reconnections %d\n", r.Lost, r.Duplicates, r.OutOfOrder, r.Resets, r.Reconnects)
+	r.printLoss(w, fmt.Sprintf(", reconnections %d", r.Reconnects))
 	if r.Reconnected > 0 {
 		fmt.Fprintf(w, "%d clients lost their stream and tried again within %s\n", r.Reconnected, ms(r.ReconnectSpread))
 	}

@@ -156,7 +156,7 @@ wait:
 		}
 		cl.mu.Unlock()
 	}
-	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
+	rep.settle()
 	rep.LatencyP50, rep.LatencyP90, rep.LatencyP99, rep.LatencyMax = pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100)
 	return rep, nil
 }
@@ -177,13 +177,8 @@ type scaleReport struct {
 	PublishSeconds     float64 `json:"publishSeconds"`
 	// Seconds is the measured window: from the first publish to the last
 	// event's fan-out completion (or the --drain bound).
-	Seconds             float64 `json:"seconds"`
-	Expected            int     `json:"expected"`
-	Received            int     `json:"received"`
-	Lost                int     `json:"lost"`
-	Duplicates          int     `json:"duplicates"`
-	OutOfOrder          int     `json:"outOfOrder"`
-	Resets              int     `json:"resets"`
+	Seconds float64 `json:"seconds"`
+	tally
 	DeliveriesPerSecond float64 `json:"deliveriesPerSecond"`
 	// Fan-out completion of an event: from its send time to its last
 	// subscriber's delivery, over every instance; percentiles over the
@@ -233,7 +228,7 @@ func (r *scaleReport) print(w io.Writer, asJSON bool) {
 		r.Instances, r.ClientsPerInstance, r.Course, r.Events, how, r.Payload)
 	fmt.Fprintf(w, "connected %d, %d failed; published %d in %.2fs; deliveries expected %d, received %d in %.2fs: %.0f/s\n",
 		r.Connected, r.ConnectFailed, r.Published, r.PublishSeconds, r.Expected, r.Received, r.Seconds, r.DeliveriesPerSecond)
-	fmt.Fprintf(w, "lost %d, duplicates %d, out of order %d, resets %d\n", r.Lost, r.Duplicates, r.OutOfOrder, r.Resets)
+	r.printLoss(w, "")
 	fmt.Fprintf(w, "fan-out completion (last subscriber of every instance): p50 %s p99 %s max %s over %d events (%d incomplete)\n",
 		ms(r.CompletionP50), ms(r.CompletionP99), ms(r.CompletionMax), r.Events-r.Incomplete, r.Incomplete)
 	if r.RedisCPUFrom != "" {
@@ -256,9 +251,10 @@ func runScaleMode(ctx context.Context, c config, out io.Writer) error {
 	if rep != nil {
 		rep.print(out, c.JSON)
 	}
-	if err == nil && rep != nil && (rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 || rep.ConnectFailed > 0) {
-		err = fmt.Errorf("invariant broken: %d lost, %d duplicates, %d out of order, %d connections failed",
-			rep.Lost, rep.Duplicates, rep.OutOfOrder, rep.ConnectFailed)
+	if err == nil && rep != nil {
+		if err = rep.broken(); err == nil && rep.ConnectFailed > 0 {
+			err = fmt.Errorf("invariant broken: %d connections failed", rep.ConnectFailed)
+		}
 	}
 	return err
 }
@@ -515,12 +511,7 @@ func runScale(ctx context.Context, c config) (*scaleReport, error) {
 		}
 		rep.Connected += r.Connected
 		rep.ConnectFailed += r.ConnectFailed
-		rep.Expected += r.Expected
-		rep.Received += r.Received
-		rep.Lost += r.Lost
-		rep.Duplicates += r.Duplicates
-		rep.OutOfOrder += r.OutOfOrder
-		rep.Resets += r.Resets
+		rep.add(r.tally)
 	}
 	rep.DeliveriesPerSecond = float64(rep.Received) / window.Seconds()
 	if redisFrom != "" {

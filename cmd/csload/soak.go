@@ -92,7 +92,7 @@ func runSoak(ctx context.Context, c config, out io.Writer) (*report, error) {
 			}
 		}
 	}
-	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
+	rep.settle()
 	rep.Events = rep.Published
 	if len(samples) > 0 {
 		rep.RSSStartMiB, rep.RSSEndMiB = samples[min(len(samples)-1, len(samples)/10)], samples[len(samples)-1]

@@ -531,7 +531,7 @@ wait:
 	}
 	rep.CompletionEvents = len(completion)
 	rep.CompletionP50, rep.CompletionP99, rep.CompletionMax = pct(completion, 50), pct(completion, 99), pct(completion, 100)
-	rep.Lost = rep.Expected - (rep.Received - rep.Duplicates)
+	rep.settle()
 	if n := st.retried.Load(); n > 0 {
 		rep.Reconnected = int(n)
 		rep.ReconnectSpread = time.Duration(st.lastRetry.Load() - st.firstDrop.Load())

@@ -124,9 +124,8 @@ func runSweep(ctx context.Context, c config, out io.Writer) error {
 				if err != nil {
 					broken = append(broken, fmt.Sprintf("%s at %d clients, run %d: %v", t.name, p, run+1, err))
 				}
-				if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 {
-					broken = append(broken, fmt.Sprintf("%s at %d clients, run %d: %d lost, %d duplicates, %d out of order",
-						t.name, p, run+1, rep.Lost, rep.Duplicates, rep.OutOfOrder))
+				if b := rep.broken(); b != nil {
+					broken = append(broken, fmt.Sprintf("%s at %d clients, run %d: %v", t.name, p, run+1, b))
 				}
 				b, _ := json.MarshalIndent(rep, "", "  ")
 				f := filepath.Join(dir, fmt.Sprintf("%s-%d-%d.json", t.name, p, run+1))
