@@ -40,7 +40,8 @@ type conn struct {
 
 	// Owned by the writer.
 	co     *coalescer
-	idText []byte // the cursor being written (multi-course streams)
+	idText []byte      // the cursor being written (multi-course streams)
+	owed   *fixedFrame // the heartbeat of this turn, until an event's write carries it (deliver)
 
 	// Set by Hub.open, released by Hub.release.
 	stopAfter func() bool
@@ -142,8 +143,9 @@ type sink interface {
 	fixed(f *fixedFrame) bool
 	// event writes a live event's frame, encoded once for every stream;
 	// a cursor that is not nil replaces its id line (the shared body is
-	// gathered after the stream's own id line, not copied).
-	event(f *form, cursor []byte) bool
+	// gathered after the stream's own id line, not copied). A beat that is
+	// not nil goes out first, in the same write.
+	event(f *form, cursor []byte, beat *fixedFrame) bool
 	// history writes an event replayed from history (with cursor as id,
 	// when not nil).
 	history(ev *observer.Event, cursor []byte) bool
@@ -284,7 +286,7 @@ func (c *conn) writeInlineLocked(l *lane, f *frame) bool {
 	ev := f.ev
 	// The sink first: only when it can write inline is the writer's
 	// position ours to read (no turn is queued, nobody else writes).
-	if !c.out.canInlineLocked() || len(c.queue) > 0 || c.flags.has(flagBeat) || c.ending != nil ||
+	if !c.out.canInlineLocked() || len(c.queue) > 0 || c.beatPendingLocked() || c.ending != nil ||
 		ev.Reset || ev.ID <= l.pos || c.co.enabled() || l.topic.streams.Load() > inlineFanout {
 		return false
 	}
@@ -293,10 +295,10 @@ func (c *conn) writeInlineLocked(l *lane, f *frame) bool {
 	return true
 }
 
+// heartbeat is the hub's tick (see beatTickLocked).
 func (c *conn) heartbeat() {
 	c.mu.Lock()
-	if !c.stoppedLocked() {
-		c.beatLocked()
+	if !c.stoppedLocked() && c.beatTickLocked() {
 		c.wakeLocked()
 	}
 	c.mu.Unlock()
@@ -364,9 +366,9 @@ func (c *conn) end(cause error) {
 func (c *conn) take() (batch []*frame, beat bool, ending error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	batch, beat, ending = c.queue, c.flags.has(flagBeat), c.ending
+	batch, ending = c.queue, c.ending
+	beat = c.takeBeatLocked(len(batch) > 0)
 	c.queue, c.spare = c.spare[:0], batch
-	c.flags &^= flagBeat
 	return batch, beat, ending
 }
 
@@ -394,6 +396,9 @@ func (c *conn) begin(st start) bool {
 func (c *conn) deliver() bool {
 	batch, beat, ending := c.take()
 	defer clear(batch) // drop the references the spare buffer would keep
+	if beat {
+		c.owed = heartbeat // the turn's first event write carries it: no write of its own
+	}
 	for _, f := range batch {
 		ev := f.ev
 		l := c.laneOf(ev.CourseID)
@@ -408,7 +413,7 @@ func (c *conn) deliver() bool {
 			}
 			c.h.cfg.Metrics.ResetSent()
 			l.pos, l.sent = ev.ID, ev.ID
-			if !c.out.event(f.form(c.req.dispatch), c.cursor()) {
+			if !c.out.event(f.form(c.req.dispatch), c.cursor(), c.payBeat()) {
 				return false
 			}
 		case ev.ID <= l.pos:
@@ -426,7 +431,7 @@ func (c *conn) deliver() bool {
 		}
 		c.queued.Add(-size)
 	}
-	if beat && !c.out.fixed(heartbeat) {
+	if owed := c.payBeat(); owed != nil && !c.out.fixed(owed) { // no event carried it
 		return false
 	}
 	if ending != nil {
@@ -577,11 +582,19 @@ func (c *conn) writeEvents(fs []*frame) bool {
 // it as delivered.
 func (c *conn) writeEvent(l *lane, f *frame) bool {
 	l.sent = f.ev.ID
-	if !c.out.event(f.form(c.req.dispatch), c.cursor()) {
+	if !c.out.event(f.form(c.req.dispatch), c.cursor(), c.payBeat()) {
 		return false
 	}
 	c.h.cfg.Metrics.Delivered(c.transport(), time.Since(time.UnixMilli(f.ev.Timestamp)))
 	return true
+}
+
+// payBeat returns the turn's heartbeat, if one is owed, for the write
+// about to go out to carry, and clears it. Called by the writer.
+func (c *conn) payBeat() *fixedFrame {
+	b := c.owed
+	c.owed = nil
+	return b
 }
 
 // writeHistory writes one replayed event and counts it as delivered.

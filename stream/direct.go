@@ -96,16 +96,26 @@ func (d *direct) frame(p []byte) bool { return d.result(d.s.write(chunk(p))) }
 
 func (d *direct) fixed(f *fixedFrame) bool { return d.result(d.s.write(f.chunk)) }
 
-func (d *direct) event(f *form, cursor []byte) bool { return d.result(d.writeEvent(f, cursor)) }
+func (d *direct) event(f *form, cursor []byte, beat *fixedFrame) bool {
+	return d.result(d.writeEvent(f, cursor, beat))
+}
 
 // writeEvent writes f's chunk, encoded once for every stream; with a
 // cursor, the stream's own chunk header and id line gathered with the
-// shared body (one writev, no copy of the body).
-func (d *direct) writeEvent(f *form, cursor []byte) error {
-	if cursor == nil {
+// shared body (one writev, no copy of the body). A beat's chunk goes
+// first, gathered in the same writev.
+func (d *direct) writeEvent(f *form, cursor []byte, beat *fixedFrame) error {
+	switch {
+	case cursor == nil && beat == nil:
 		return d.s.write(f.chunk)
+	case cursor == nil:
+		return d.s.writev(beat.chunk, f.chunk)
 	}
-	d.head = appendIDChunkHead(d.head[:0], cursor, len(f.body()))
+	d.head = d.head[:0]
+	if beat != nil {
+		d.head = append(d.head, beat.chunk...)
+	}
+	d.head = appendIDChunkHead(d.head, cursor, len(f.body()))
 	return d.s.writev(d.head, f.bodyChunk())
 }
 
@@ -158,7 +168,7 @@ func (d *direct) canInlineLocked() bool {
 
 // writeInlineLocked writes f from the publishing goroutine; c.mu is held.
 func (d *direct) writeInlineLocked(f *form, cursor []byte) {
-	switch err := d.writeEvent(f, cursor); {
+	switch err := d.writeEvent(f, cursor, nil); {
 	case errors.Is(err, errSlow):
 		d.c.tooSlowLocked()
 	case err != nil:

@@ -96,8 +96,11 @@ func (v *viaHandler) frame(p []byte) bool { return v.write(p) }
 func (v *viaHandler) fixed(f *fixedFrame) bool { return v.write(f.sse) }
 
 // event writes f's frame, or the stream's own id line then f's shared
-// body.
-func (v *viaHandler) event(f *form, cursor []byte) bool {
+// body; a beat first. They go out together at the batch's flush.
+func (v *viaHandler) event(f *form, cursor []byte, beat *fixedFrame) bool {
+	if beat != nil && !v.write(beat.sse) {
+		return false
+	}
 	if cursor == nil {
 		return v.write(f.sse)
 	}

@@ -134,8 +134,9 @@ func WithExpiry(ctx context.Context, t time.Time) context.Context {
 
 type expiryKey struct{}
 
-// Run sends a heartbeat comment to every stream each Config.Heartbeat until
-// ctx ends.
+// Run sends a heartbeat comment to every stream at least each
+// Config.Heartbeat until ctx ends: it ticks twice a period, and a stream
+// that writes events carries its comment in one of those writes.
 //
 // It also runs the workers that write the live frames of direct streams:
 // call it before serving, and keep it running until the server has
@@ -147,7 +148,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); h.runq.Work(ctx, (*direct).runTurn) }()
 	}
 	defer wg.Wait()
-	t := time.NewTicker(h.cfg.Heartbeat)
+	t := time.NewTicker(max(h.cfg.Heartbeat/2, 1)) // two ticks a heartbeat: see conn.beatTickLocked
 	defer t.Stop()
 	for {
 		select {

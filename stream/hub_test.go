@@ -578,3 +578,78 @@ func TestViaHandlerPath(t *testing.T) {
 		t.Run(tc.name, tc.fn)
 	}
 }
+
+// TestHeartbeatRidesEvents: a stream that carries events gets its
+// heartbeat comments inside the writes of its events, never in a write
+// of their own, and still at least one every Config.Heartbeat; an idle
+// stream keeps getting one a period (TestHeartbeat). On loopback a write
+// arrives whole in one read, so a read of a lone heartbeat chunk is a
+// write of its own.
+func TestHeartbeatRidesEvents(t *testing.T) {
+	const beat = 200 * time.Millisecond
+	e := newEnv(t, Config{Heartbeat: beat}, observer.MemoryConfig{})
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/courses/c1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+
+	stop := make(chan struct{})
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				e.publish("c1", "upload-progress", `{"p":1}`)
+			}
+		}
+	}()
+	const lone = "6\r\n: hb\n\n\r\n" // a write of a heartbeat alone: one chunk
+	var (
+		beats, alone int
+		last         time.Time
+		longest      time.Duration
+		all          []byte
+	)
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(6*beat + beat/2)
+	for time.Now().Before(deadline) {
+		_ = conn.SetReadDeadline(deadline)
+		n, err := conn.Read(buf)
+		if n > 0 {
+			all = append(all, buf[:n]...)
+			if k := strings.Count(string(buf[:n]), ": hb\n\n"); k > 0 {
+				now := time.Now()
+				if !last.IsZero() && now.Sub(last) > longest {
+					longest = now.Sub(last)
+				}
+				last = now
+				beats += k
+				if string(buf[:n]) == lone {
+					alone++
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(stop)
+	<-published
+	if !strings.Contains(string(all), "event: upload-progress") {
+		t.Fatalf("no events read:\n%q", all)
+	}
+	// 6.5 periods: 6 comments at least (one a period), 13 at most (two).
+	if beats < 5 || alone > 1 {
+		t.Fatalf("%d heartbeats, %d of them in a write of their own; want 5 at least, all but one at most riding an event's write", beats, alone)
+	}
+	if longest > 2*beat {
+		t.Fatalf("%s between two heartbeats, the period is %s", longest, beat)
+	}
+}

@@ -38,6 +38,10 @@ const (
 	// replays passed Config.ClientBuffer and were dropped: its replay
 	// reads them from history instead (see conn.queuesWhileReplaying).
 	flagOverflow
+	// flagBeatSoon: a heartbeat was marked at the hub's last tick; it goes
+	// out with the stream's next write of events, or at the next tick (as
+	// flagBeat) if no write has carried it by then (see beatTickLocked).
+	flagBeatSoon
 )
 
 func (f connFlags) has(b connFlags) bool { return f&b != 0 }
@@ -111,8 +115,39 @@ func (c *conn) overflowLocked() {
 	c.queued.Store(0)
 }
 
-// beatLocked marks a heartbeat as due. c.mu is held.
-func (c *conn) beatLocked() { c.flags |= flagBeat }
+// beatTickLocked is the hub's heartbeat tick, every half
+// Config.Heartbeat. A heartbeat marked at the last tick that no write has
+// carried since becomes due now, and the writer must be woken (it reports
+// true); otherwise one is marked, to ride the stream's next write of
+// events. So a comment goes out at least every Config.Heartbeat (marked
+// at one tick, out by the next), an idle stream gets one every
+// Config.Heartbeat, as with one tick a period, and a stream that carries
+// events sends its comments inside those writes, never in a write of
+// their own. c.mu is held.
+func (c *conn) beatTickLocked() (wake bool) {
+	if c.flags.has(flagBeatSoon) {
+		c.flags = c.flags&^flagBeatSoon | flagBeat
+		return true
+	}
+	c.flags |= flagBeatSoon
+	return false
+}
+
+// beatPendingLocked reports whether a heartbeat is due or marked: a live
+// event then waits for the writer's turn, which carries the heartbeat
+// with it, rather than being written inline. c.mu is held.
+func (c *conn) beatPendingLocked() bool { return c.flags.has(flagBeat | flagBeatSoon) }
+
+// takeBeatLocked reports whether the writer's turn writes a heartbeat (a
+// due one, or a marked one when the turn has events to write too) and
+// clears it. c.mu is held.
+func (c *conn) takeBeatLocked(events bool) bool {
+	if !c.flags.has(flagBeat) && (!events || !c.flags.has(flagBeatSoon)) {
+		return false
+	}
+	c.flags &^= flagBeat | flagBeatSoon
+	return true
+}
 
 // hasWorkLocked reports whether the writer has something to do: queued
 // frames, a heartbeat, an end. c.mu is held.
