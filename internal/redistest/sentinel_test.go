@@ -21,6 +21,11 @@ func TestSentinelFailover(t *testing.T) {
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// Replication is asynchronous: k is on the replica once WAIT says so
+	// (without it, a master killed at once may not have sent it yet).
+	if n, err := c.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT for the replica: %d replicas have k, %v", n, err)
+	}
 	began := time.Now()
 	st.Master.Kill()
 	got, err := st.WaitFailover(ctx, addr)
