@@ -1,12 +1,15 @@
 package stream
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -489,5 +492,106 @@ func TestMultiViaHandlerPath(t *testing.T) {
 		{"no listener left", TestMultiLeavesNoListener},
 	} {
 		t.Run(tc.name, tc.fn)
+	}
+}
+
+// readCounter counts a broker's start reads: LastID and LastIDs calls,
+// and the courses of History calls.
+type readCounter struct {
+	observer.Broker
+	lastID, lastIDs atomic.Int64
+	mu              sync.Mutex
+	histories       []string
+}
+
+func (b *readCounter) LastID(ctx context.Context, course string) (uint64, error) {
+	b.lastID.Add(1)
+	return b.Broker.LastID(ctx, course)
+}
+
+func (b *readCounter) LastIDs(ctx context.Context, courses []string) ([]uint64, error) {
+	b.lastIDs.Add(1)
+	return b.Broker.LastIDs(ctx, courses)
+}
+
+func (b *readCounter) History(ctx context.Context, course string, after uint64, limit int) (observer.Page, error) {
+	b.mu.Lock()
+	b.histories = append(b.histories, course)
+	b.mu.Unlock()
+	return b.Broker.History(ctx, course, after, limit)
+}
+
+// TestMultiStartReadsLastIDsTogether: a multi-course stream reads where
+// its courses that start from now stand in one broker read (one Redis
+// round trip), and the history of the courses it resumes, one by one.
+func TestMultiStartReadsLastIDsTogether(t *testing.T) {
+	mem := observer.NewMemory(observer.MemoryConfig{Logger: quiet()})
+	b := &readCounter{Broker: mem}
+	for _, c := range []string{"s1", "s2", "s3"} {
+		if _, err := mem.Publish(context.Background(), observer.Message{CourseID: c, Type: "t", Data: json.RawMessage(`1`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, srv := serveHub(t, b, Config{}, func(mux *http.ServeMux, h *Hub) {
+		mux.HandleFunc("GET /v1/events", h.ServeCourses)
+	})
+	for _, tc := range []struct {
+		query           string
+		lastID, lastIDs int64
+		histories       string
+		firstEventID    string
+	}{
+		{"courses=s1,s2,s3", 0, 1, "", ""},                                  // all from now
+		{"courses=s1,s2,s3&lastEventId=s2:0", 0, 1, "s2", "s1:1,s2:1,s3:1"}, // s2 resumed, s1 and s3 from now
+		{"courses=s1,s2&lastEventId=s1:0", 1, 0, "s1", "s1:1,s2:1"},         // one from now: LastID
+	} {
+		b.lastID.Store(0)
+		b.lastIDs.Store(0)
+		b.mu.Lock()
+		b.histories = nil
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/events?"+tc.query, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			cancel()
+			t.Fatalf("%s: %v %v", tc.query, resp, err)
+		}
+		br := bufio.NewReader(resp.Body)
+		for { // the retry frame comes once the start is read
+			line, err := br.ReadString('\n')
+			if err != nil {
+				cancel()
+				t.Fatalf("%s: %v", tc.query, err)
+			}
+			if strings.HasPrefix(line, "retry:") {
+				break
+			}
+		}
+		if tc.firstEventID != "" {
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					cancel()
+					t.Fatalf("%s: %v", tc.query, err)
+				}
+				if strings.HasPrefix(line, "id: ") {
+					if got := strings.TrimSpace(strings.TrimPrefix(line, "id: ")); got != tc.firstEventID {
+						cancel()
+						t.Fatalf("%s: replayed id %s, want %s", tc.query, got, tc.firstEventID)
+					}
+					break
+				}
+			}
+		}
+		cancel()
+		resp.Body.Close()
+		b.mu.Lock()
+		h := strings.Join(b.histories, ",")
+		b.mu.Unlock()
+		if b.lastID.Load() != tc.lastID || b.lastIDs.Load() != tc.lastIDs || h != tc.histories {
+			t.Fatalf("%s: LastID %d, LastIDs %d, histories %q; want %d, %d, %q",
+				tc.query, b.lastID.Load(), b.lastIDs.Load(), h, tc.lastID, tc.lastIDs, tc.histories)
+		}
 	}
 }
