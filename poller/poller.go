@@ -21,6 +21,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -159,9 +160,19 @@ func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
 // the answer could be cut short by the page cap (its cursor is then not
 // the courses' last ids).
 func (p *Poller) currentTag(ctx context.Context, req request) (string, error) {
-	last, err := p.lastIDs(ctx, req)
-	if err != nil {
-		return "", err
+	var one [1]uint64 // a single-course poll builds no slice (the hot 304 path)
+	last := one[:]
+	if len(req.at.Courses) > 1 {
+		var err error
+		if last, err = p.lastIDs(ctx, req); err != nil {
+			return "", err
+		}
+	} else {
+		id, err := p.broker.LastID(ctx, req.at.Courses[0])
+		if err != nil {
+			return "", err
+		}
+		one[0] = id
 	}
 	var ahead uint64 // the events at most between the request and now
 	for i, id := range last {
@@ -175,17 +186,12 @@ func (p *Poller) currentTag(ctx context.Context, req request) (string, error) {
 	return req.shape.etag(req.at.Courses, last), nil
 }
 
-// lastIDs reads the last id of each of req's courses: LastID for one (no
-// slice to build), LastIDs, one read, for several.
+// lastIDs reads the last ids of a poll of several courses in one broker
+// read. It hands the broker a copy of the course list: the list of a
+// single-course poll lives in serve's stack frame, and passing it through
+// the interface would move it to the heap for every poll, 304s included.
 func (p *Poller) lastIDs(ctx context.Context, req request) ([]uint64, error) {
-	if len(req.at.Courses) > 1 {
-		return p.broker.LastIDs(ctx, req.at.Courses)
-	}
-	id, err := p.broker.LastID(ctx, req.at.Courses[0])
-	if err != nil {
-		return nil, err
-	}
-	return []uint64{id}, nil
+	return p.broker.LastIDs(ctx, slices.Clone(req.at.Courses))
 }
 
 // read answers req, long-polling when asked to.
@@ -253,7 +259,7 @@ func (p *Poller) readOnce(ctx context.Context, req request) (answer, error) {
 	var last []uint64 // nil for one course: its History call reads its last id too
 	if len(req.at.Courses) > 1 {
 		var err error
-		if last, err = p.broker.LastIDs(ctx, req.at.Courses); err != nil {
+		if last, err = p.lastIDs(ctx, req); err != nil {
 			return answer{}, err
 		}
 	}
