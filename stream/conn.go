@@ -188,44 +188,41 @@ type laneStart struct {
 	edge  uint64 // the course's last id, read after subscribing
 	reset bool
 	page  observer.Page
-	read  bool // filled in (startPosition reads the courses from now together)
 }
 
 // startPosition reads where each course of the stream starts: the
 // history after the position of a resumed course, the last id of one
-// that starts from now. The last ids of several such courses are one
+// that starts from now. The last ids of the courses from now are one
 // broker read (one Redis round trip for them all).
 func (c *conn) startPosition(ctx context.Context) (start, error) {
 	st := start{lanes: make([]laneStart, len(c.lanes))}
 	var fresh []int // the lanes that start from now
 	for i := range c.lanes {
-		if _, ok := c.resumeFrom(c.lanes[i].course); !ok {
+		after, ok := c.resumeFrom(c.lanes[i].course)
+		if !ok {
 			fresh = append(fresh, i)
-		}
-	}
-	if len(fresh) > 1 {
-		courses := make([]string, len(fresh))
-		for j, i := range fresh {
-			courses[j] = c.lanes[i].course
-		}
-		last, err := c.h.broker.LastIDs(ctx, courses)
-		if err != nil {
-			return start{}, err
-		}
-		for j, i := range fresh {
-			st.lanes[i] = c.fromNow(last[j])
-			st.lanes[i].read = true
-		}
-	}
-	for i := range c.lanes {
-		if st.lanes[i].read {
 			continue
 		}
-		ls, err := c.laneStart(ctx, c.lanes[i].course)
+		ls, err := c.resumeLane(ctx, c.lanes[i].course, after)
 		if err != nil {
 			return start{}, err
 		}
 		st.lanes[i] = ls
+	}
+	if len(fresh) == 0 {
+		return st, nil
+	}
+	courses := make([]string, len(fresh))
+	for j, i := range fresh {
+		courses[j] = c.lanes[i].course
+	}
+	last, err := c.h.broker.LastIDs(ctx, courses)
+	if err != nil {
+		return start{}, err
+	}
+	for j, i := range fresh {
+		// From now on (with a reset first when the request's id could not be read).
+		st.lanes[i] = laneStart{pos: last[j], edge: last[j], reset: c.req.badID, page: observer.Page{LastID: last[j]}}
 	}
 	return st, nil
 }
@@ -239,18 +236,9 @@ func (c *conn) resumeFrom(course string) (uint64, bool) {
 	return after, c.req.resume && !c.req.badID && named
 }
 
-// fromNow is the start of a course from its last id (with a reset
-// first when the request's id could not be read).
-func (c *conn) fromNow(last uint64) laneStart {
-	return laneStart{pos: last, edge: last, reset: c.req.badID, page: observer.Page{LastID: last}}
-}
-
-func (c *conn) laneStart(ctx context.Context, course string) (laneStart, error) {
-	after, ok := c.resumeFrom(course)
-	if !ok {
-		last, err := c.h.broker.LastID(ctx, course)
-		return c.fromNow(last), err
-	}
+// resumeLane is the start of a course resumed after its position: the
+// history page from there, or a reset when it cannot be continued.
+func (c *conn) resumeLane(ctx context.Context, course string, after uint64) (laneStart, error) {
 	p, err := c.h.broker.History(ctx, course, after, replayPage)
 	if err != nil {
 		return laneStart{}, err

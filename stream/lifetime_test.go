@@ -61,16 +61,16 @@ func TestCloseDoesNotHangOnAStalledDrain(t *testing.T) {
 	}
 }
 
-// slowStart delays LastID: the stream is still opening when its context
-// ends.
+// slowStart delays the read of where a stream starts (LastIDs): the
+// stream is still opening when its context ends.
 type slowStart struct {
 	observer.Broker
 	delay time.Duration
 }
 
-func (b slowStart) LastID(ctx context.Context, course string) (uint64, error) {
+func (b slowStart) LastIDs(ctx context.Context, courses []string) ([]uint64, error) {
 	time.Sleep(b.delay)
-	return b.Broker.LastID(ctx, course)
+	return b.Broker.LastIDs(ctx, courses)
 }
 
 // TestExpiredWhileOpening: a token that expires while the stream opens
@@ -131,17 +131,18 @@ func TestCoalescedClientsLeaving(t *testing.T) {
 	wg.Wait()
 }
 
-// gatedStart holds the first LastID until release is closed: the stream is
-// still opening (subscribed, not yet taken over).
+// gatedStart holds the first read of where a stream starts (LastIDs)
+// until release is closed: the stream is still opening (subscribed, not
+// yet taken over).
 type gatedStart struct {
 	observer.Broker
 	entered, release chan struct{}
 }
 
-func (b gatedStart) LastID(ctx context.Context, course string) (uint64, error) {
+func (b gatedStart) LastIDs(ctx context.Context, courses []string) ([]uint64, error) {
 	close(b.entered)
 	<-b.release
-	return b.Broker.LastID(ctx, course)
+	return b.Broker.LastIDs(ctx, courses)
 }
 
 // TestClosedWhileOpening: Hub.Close while a stream is between subscribing

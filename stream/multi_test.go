@@ -543,7 +543,7 @@ func TestMultiStartReadsLastIDsTogether(t *testing.T) {
 	}{
 		{"courses=s1,s2,s3", 0, 1, "", ""},                                  // all from now
 		{"courses=s1,s2,s3&lastEventId=s2:0", 0, 1, "s2", "s1:1,s2:1,s3:1"}, // s2 resumed, s1 and s3 from now
-		{"courses=s1,s2&lastEventId=s1:0", 1, 0, "s1", "s1:1,s2:1"},         // one from now: LastID
+		{"courses=s1,s2&lastEventId=s1:0", 0, 1, "s1", "s1:1,s2:1"},         // one from now: LastIDs too
 	} {
 		b.lastID.Store(0)
 		b.lastIDs.Store(0)
