@@ -281,9 +281,9 @@ func TestMultiBadRequests(t *testing.T) {
 	}
 }
 
-// longPoll runs a multi-course long-poll against a real server and
+// goLongPoll runs a multi-course long-poll against a real server and
 // returns its answer on the channel.
-func longPoll(t *testing.T, h http.Handler, target, inm string) <-chan multiResult {
+func goLongPoll(t *testing.T, h http.Handler, target, inm string) <-chan multiResult {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -327,7 +327,7 @@ func TestMultiLongPollWokenByAnyCourse(t *testing.T) {
 			var once sync.Once
 			p.onWait = func() { once.Do(func() { close(waiting) }) }
 			cur := "a:2,b:1,c:0"
-			res := longPoll(t, h, "/v1/poll?courses=a,b,c&cursor="+cur+"&wait=25s", tagOf(t, cur, "a", "b", "c"))
+			res := goLongPoll(t, h, "/v1/poll?courses=a,b,c&cursor="+cur+"&wait=25s", tagOf(t, cur, "a", "b", "c"))
 			<-waiting
 			for _, c := range []string{"a", "b", "c"} {
 				if n := b.Observer().Listeners(c); n != 1 {
@@ -365,7 +365,7 @@ func TestMultiLongPollTimesOutAndDrains(t *testing.T) {
 	waiting := make(chan struct{})
 	var once sync.Once
 	p.onWait = func() { once.Do(func() { close(waiting) }) }
-	res := longPoll(t, h, "/v1/poll?courses=a,b&cursor=a:1&wait=30s", "")
+	res := goLongPoll(t, h, "/v1/poll?courses=a,b&cursor=a:1&wait=30s", "")
 	<-waiting
 	// The bound is shared with single-course long-polls: past it, at once.
 	if rec, _ := get(t, h, "/v1/courses/a/poll?after=1&wait=30s", `W/"a:1"`); rec.Code != http.StatusNotModified {
@@ -436,7 +436,7 @@ func TestMultiLongPollEndsOnResetAndFilteredEvents(t *testing.T) {
 	waiting := make(chan struct{})
 	var once sync.Once
 	p.onWait = func() { once.Do(func() { close(waiting) }) }
-	res := longPoll(t, h, "/v1/poll?courses=a,b&cursor=a:1&types=upload-complete&wait=30s", "")
+	res := goLongPoll(t, h, "/v1/poll?courses=a,b&cursor=a:1&types=upload-complete&wait=30s", "")
 	<-waiting
 	start = time.Now()
 	publish(t, b, "b", "upload-progress", 1)

@@ -12,13 +12,18 @@
 // Both are one code path: a single-course poll is a cursor of one course.
 // A request whose If-None-Match matches the current ETag gets 304 and an
 // empty body. ?wait= holds the request until an event after the position
-// exists in any of its courses: the handler waits on one broker listener
-// per course, not on a timer loop. Handlers start no goroutines; Drain
-// answers every waiting long-poll at once (shutdown).
+// exists in any of its courses: it waits on one broker listener per
+// course, not on a timer loop. Given a Handback (a Listener), a long-poll
+// over plain HTTP/1.1 is taken over from net/http while it waits (see
+// parked): a held poll then costs its connection, its listeners and one
+// small goroutine, and its connection goes back to net/http once it is
+// answered. Drain answers every waiting long-poll at once (shutdown);
+// Wait waits for the taken-over ones to be written.
 package poller
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -40,8 +45,11 @@ const (
 // Config configures a Poller. Zero values mean the defaults.
 type Config struct {
 	MaxLongPolls int // long-polls held at once; past it they are answered at once; 0 = no limit
-	Metrics      Metrics
-	Logger       *slog.Logger
+	// Handback takes back the connections of the long-polls taken over
+	// from net/http; nil: long-polls are held by their handlers.
+	Handback Handback
+	Metrics  Metrics
+	Logger   *slog.Logger
 }
 
 // Metrics receives the poller's counts; nil in Config means NopMetrics.
@@ -65,7 +73,9 @@ type Poller struct {
 
 	mu       sync.Mutex
 	waiting  int
-	draining chan struct{} // closed by Drain
+	draining chan struct{}        // closed by Drain
+	parked   map[*parked]struct{} // the long-polls taken over from net/http
+	emptied  chan struct{}        // closed when parked empties, for Wait
 
 	onWait func() // test hook: a long-poll is about to wait
 }
@@ -85,11 +95,54 @@ func New(b observer.Broker, cfg Config) *Poller {
 // Safe to call more than once.
 func (p *Poller) Drain() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	if p.isDrainingLocked() {
+		p.mu.Unlock()
+		return
+	}
+	close(p.draining)
+	woken := make([]*longPoll, 0, len(p.parked))
+	for pk := range p.parked {
+		woken = append(woken, pk.lp)
+	}
+	p.mu.Unlock()
+	for _, lp := range woken {
+		lp.wake()
+	}
+}
+
+// isDraining reports whether Drain was called.
+func (p *Poller) isDraining() bool {
 	select {
 	case <-p.draining:
+		return true
 	default:
-		close(p.draining)
+		return false
+	}
+}
+
+// isDrainingLocked is isDraining, with p.mu held (Drain closes draining
+// under it).
+func (p *Poller) isDrainingLocked() bool { return p.isDraining() }
+
+// Wait waits until every long-poll taken over from net/http is answered
+// (after Drain: at once, but for the writes), or ctx ends.
+func (p *Poller) Wait(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		if len(p.parked) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		if p.emptied == nil {
+			p.emptied = make(chan struct{})
+		}
+		emptied := p.emptied
+		p.mu.Unlock()
+		select {
+		case <-emptied:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -126,7 +179,7 @@ func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
 		// read per course.
 		tag, err := p.currentTag(ctx, req)
 		if err != nil {
-			p.unavailable(w, r, err)
+			p.unavailable(w, ctx, err)
 			return
 		}
 		if tag != "" && MatchNoneMatch(inm, tag) {
@@ -137,11 +190,26 @@ func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
 		}
 	}
 
-	ans, err := p.read(ctx, req)
+	var ans answer
+	if req.wait > 0 && p.enter() {
+		if ans, err = p.longPoll(w, r, req, inm); errors.Is(err, errTakenOver) {
+			return // answered by its reader
+		}
+	} else {
+		// No wait asked, or over the long-poll bound: answer at once.
+		ans, err = p.readOnce(ctx, req)
+	}
+	p.respond(w, ctx, req, inm, ans, err)
+}
+
+// respond writes the answer to a poll (or the broker's failure to give
+// one): 200 with the answer, or 304 when If-None-Match matches its ETag.
+func (p *Poller) respond(w http.ResponseWriter, ctx context.Context, req request, inm string, ans answer, err error) {
 	if err != nil {
-		p.unavailable(w, r, err)
+		p.unavailable(w, ctx, err)
 		return
 	}
+	h := w.Header()
 	tag := ans.etag(req)
 	h["Etag"] = []string{tag}
 	if inm != "" && MatchNoneMatch(inm, tag) {
@@ -194,57 +262,26 @@ func (p *Poller) lastIDs(ctx context.Context, req request) ([]uint64, error) {
 	return p.broker.LastIDs(ctx, slices.Clone(req.at.Courses))
 }
 
-// read answers req, long-polling when asked to.
-func (p *Poller) read(ctx context.Context, req request) (answer, error) {
-	if req.wait == 0 || !p.enter() {
-		// No wait asked, or over the long-poll bound: answer at once.
-		return p.readOnce(ctx, req)
+// longPoll answers req (counted by enter), waiting for news up to its
+// ?wait=: in the handler, or taken over from net/http (errTakenOver: the
+// handler has nothing left to do).
+func (p *Poller) longPoll(w http.ResponseWriter, r *http.Request, req request, inm string) (answer, error) {
+	ctx := r.Context()
+	lp, err := p.listen(ctx, req) // listening first: no event falls between the read and the wait
+	if err != nil {
+		p.leave()
+		return answer{}, err
 	}
-	defer p.leave()
-
-	// One listener per course, all removed when the request ends.
-	wake := make(chan struct{}, 1)
-	unsubscribes := make([]func(), 0, len(req.at.Courses))
-	defer func() {
-		for _, unsubscribe := range unsubscribes {
-			unsubscribe()
+	ans, err := p.readOnce(ctx, lp.req)
+	if err == nil && !ans.found() {
+		if p.takeOver(w, r, lp, inm, ans) {
+			return answer{}, errTakenOver
 		}
-	}()
-	for i, course := range req.at.Courses {
-		after := req.at.Seqs[i]
-		unsubscribe, err := p.broker.Subscribe(ctx, course, func(ev *observer.Event) {
-			if ev.Reset || ev.ID > after {
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-		})
-		if err != nil {
-			return answer{}, err
-		}
-		unsubscribes = append(unsubscribes, unsubscribe)
+		ans, err = p.holdLongPoll(ctx, lp, ans)
 	}
-	timer := time.NewTimer(req.wait)
-	defer timer.Stop()
-	for {
-		ans, err := p.readOnce(ctx, req)
-		if err != nil || ans.found() {
-			return ans, err
-		}
-		if p.onWait != nil {
-			p.onWait()
-		}
-		select {
-		case <-wake:
-		case <-timer.C:
-			return ans, nil
-		case <-p.draining:
-			return ans, nil
-		case <-ctx.Done():
-			return ans, nil
-		}
-	}
+	lp.close()
+	p.leave()
+	return ans, err
 }
 
 // readOnce reads the history after req's position in each course, in the
@@ -303,8 +340,10 @@ func (p *Poller) leave() {
 	p.cfg.Metrics.LongPolls(-1)
 }
 
-func (p *Poller) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+// unavailable answers 503 when the broker failed, unless ctx ended (the
+// client left, or its token expired): then nothing is written.
+func (p *Poller) unavailable(w http.ResponseWriter, ctx context.Context, err error) {
+	if ctx.Err() != nil {
 		return
 	}
 	p.cfg.Logger.Warn("poll: broker unavailable", slog.Any("err", err))

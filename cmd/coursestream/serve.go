@@ -66,7 +66,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		Metrics: m, Logger: log,
 	})
 	pub := stream.NewPublisher(b, stream.PublishConfig{MaxEventBytes: int(cfg.MaxEventBytes), Logger: log})
-	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Metrics: m, Logger: log})
 	var authz *auth.Authorizer
 	var keys *auth.KeySet
 	var checks []observer.Readiness
@@ -77,14 +76,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		checks = append(checks, authz) // ready once its key set is fetched
 	}
 
+	tcp, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	// The listener also takes back the connections of the long-polls the
+	// poller takes over while they wait, so that they stay alive.
+	ln := poller.NewListener(tcp)
+	poll := poller.New(b, poller.Config{MaxLongPolls: cfg.MaxLongPolls, Handback: ln, Metrics: m, Logger: log})
+
 	var ready atomic.Bool
 	handler := routes(routeDeps{log: log, broker: b, hub: hub, pub: pub, poll: poll, ready: &ready,
 		metrics: m, auth: authz, checks: checks, cors: splitList(cfg.CORSOrigins)})
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
 	var unused unusedConns
 	srv := &http.Server{
 		Handler:           handler,
@@ -159,7 +163,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		log.Warn("shutdown grace ran out; closing connections", slog.Any("err", err))
 		_ = srv.Close()
 	}
-	hub.Wait(sctx) // streams taken over from net/http end on their own
+	hub.Wait(sctx)      // streams taken over from net/http end on their own
+	_ = poll.Wait(sctx) // so do the long-polls taken over
 	hub.Close()
 	stopHub()
 	<-hubDone
