@@ -63,13 +63,17 @@ func (p *Poller) takeOver(w http.ResponseWriter, r *http.Request, lp *longPoll, 
 		r.Method != http.MethodGet || r.Close || r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		return false
 	}
-	header := w.Header().Clone()
+	pk := &parked{p: p, lp: lp, header: w.Header().Clone(), inm: inm, last: last,
+		end: time.Now().Add(lp.req.wait), ctx: context.Background(), cancel: func() {}}
+	// Counted before the hijack: from the hijack on, http.Server.Shutdown
+	// no longer waits for the request, and Wait must.
+	p.count(pk)
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		p.unpark(pk)
 		return false // net/http cannot give the connection up: the handler holds it
 	}
-	pk := &parked{p: p, lp: lp, conn: conn, header: header, inm: inm, last: last,
-		end: time.Now().Add(lp.req.wait), ctx: context.Background(), cancel: func() {}}
+	pk.conn = conn
 	if deadline, ok := r.Context().Deadline(); ok {
 		pk.ctx, pk.cancel = context.WithDeadline(pk.ctx, deadline)
 		if deadline.Before(pk.end) {
@@ -80,28 +84,26 @@ func (p *Poller) takeOver(w http.ResponseWriter, r *http.Request, lp *longPoll, 
 		b, _ := brw.Reader.Peek(n)
 		pk.pending = bytes.Clone(b)
 	}
-	p.park(pk)
-	return true
-}
-
-// park counts pk among the parked polls (Drain wakes them, Wait waits
-// for them) and starts its reader.
-func (p *Poller) park(pk *parked) {
-	p.mu.Lock()
-	if p.parked == nil {
-		p.parked = make(map[*parked]struct{})
-	}
-	p.parked[pk] = struct{}{}
-	draining := p.isDrainingLocked()
-	p.mu.Unlock()
 	pk.lp.watch(pk.conn, pk.end)
-	if draining {
+	if p.isDraining() { // Drain came before the watch: it woke no connection
 		pk.lp.wake()
 	}
 	if p.onWait != nil {
 		p.onWait()
 	}
 	go pk.run()
+	return true
+}
+
+// count counts pk among the parked polls: Drain wakes them, Wait waits
+// for them.
+func (p *Poller) count(pk *parked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parked == nil {
+		p.parked = make(map[*parked]struct{})
+	}
+	p.parked[pk] = struct{}{}
 }
 
 // unpark forgets pk; the last one gone tells Wait.

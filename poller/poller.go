@@ -95,7 +95,7 @@ func New(b observer.Broker, cfg Config) *Poller {
 // Safe to call more than once.
 func (p *Poller) Drain() {
 	p.mu.Lock()
-	if p.isDrainingLocked() {
+	if p.isDraining() {
 		p.mu.Unlock()
 		return
 	}
@@ -119,10 +119,6 @@ func (p *Poller) isDraining() bool {
 		return false
 	}
 }
-
-// isDrainingLocked is isDraining, with p.mu held (Drain closes draining
-// under it).
-func (p *Poller) isDrainingLocked() bool { return p.isDraining() }
 
 // Wait waits until every long-poll taken over from net/http is answered
 // (after Drain: at once, but for the writes), or ctx ends.
