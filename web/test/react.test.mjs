@@ -107,12 +107,15 @@ async function streams() {
   return Number(m[1])
 }
 
-/** Polls until /metrics shows n streams (the server sees a close a little later). */
-async function waitStreams(n, ms = 10_000) {
+/**
+ * Polls until /metrics shows n streams (the server sees a close a little
+ * later). diagnose, if given, says what the page saw, for the failure.
+ */
+async function waitStreams(n, ms = 10_000, diagnose) {
   const until = Date.now() + ms
   let got
   while ((got = await streams()) !== n) {
-    if (Date.now() > until) assert.fail(`the server has ${got} SSE streams, want ${n}`)
+    if (Date.now() > until) assert.fail(`the server has ${got} SSE streams, want ${n}${diagnose ? `; ${await diagnose()}` : ''}`)
     await new Promise((r) => setTimeout(r, 50)) // polling /metrics: the server has no push of it
   }
 }
@@ -150,14 +153,15 @@ for (const major of ['19', '18']) {
     await page.evaluate(([b, c]) => window.T.mount(b, [
       ['events', c, 'e1'], ['events', c, 'e2'], ['lists', c], ['save', c, { publishIt: true }], ['events', c, 'e3'],
     ], { remounts: 1 }), [REACT, course])
-    await waitStreams(1)
+    const diagnose = async () => `EventSources ${JSON.stringify(eventSources)}; statuses ${JSON.stringify(await page.evaluate(() => window.R.statuses))}; problems ${JSON.stringify(problems)}`
+    await waitStreams(1, 10_000, diagnose)
     for (let i = 0; i < 2; i++) {
       await new Promise((r) => setTimeout(r, 300)) // the scenario: a remount some time later
       await page.evaluate(() => window.T.remount())
     }
     await page.waitForFunction(() => document.querySelectorAll('p.e1, p.e2, p.e3').length === 3 &&
       [...document.querySelectorAll('p.e1, p.e2, p.e3')].every((p) => p.textContent.startsWith('open')))
-    await waitStreams(1)
+    await waitStreams(1, 10_000, diagnose)
     // Every component sees the events, once each.
     const id = await publish(course, 'chapter-create-complete', { chapterId: 'ch-9' }, { base: REACT })
     await page.waitForFunction((want) => ['e1', 'e2', 'e3', 'lists'].every((n) => window.R.events.some((e) => e.name === n && e.id === want)), id)
