@@ -122,6 +122,7 @@ func (p *Poller) unpark(pk *parked) {
 // it, Wait waits for it).
 func (pk *parked) run() {
 	defer pk.p.unpark(pk)
+	defer pk.cancel() // after the answer: a broker failure is a 503 only while ctx lives
 	var b [64]byte
 	for {
 		n, err := pk.conn.Read(b[:])
@@ -164,7 +165,6 @@ func (pk *parked) finish() {
 	pk.lp.detach()
 	pk.lp.close()
 	pk.p.leave()
-	pk.cancel()
 }
 
 // answer writes the poll's answer as net/http would have (the same

@@ -33,6 +33,13 @@ type takeoverEnv struct {
 
 func newTakeoverEnv(t *testing.T, wrap func(http.Handler) http.Handler) *takeoverEnv {
 	t.Helper()
+	return newTakeoverEnvOn(t, wrap, nil)
+}
+
+// newTakeoverEnvOn is newTakeoverEnv with the poller reading through
+// broker(memory) (nil: the memory broker itself).
+func newTakeoverEnvOn(t *testing.T, wrap func(http.Handler) http.Handler, broker func(*observer.Memory) observer.Broker) *takeoverEnv {
+	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := &takeoverEnv{b: observer.NewMemory(observer.MemoryConfig{Logger: quiet}), waiting: make(chan struct{}, 64)}
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
@@ -40,7 +47,11 @@ func newTakeoverEnv(t *testing.T, wrap func(http.Handler) http.Handler) *takeove
 		t.Fatal(err)
 	}
 	e.ln = NewListener(tcp)
-	e.p = New(e.b, Config{Logger: quiet, Handback: e.ln})
+	var b observer.Broker = e.b
+	if broker != nil {
+		b = broker(e.b)
+	}
+	e.p = New(b, Config{Logger: quiet, Handback: e.ln})
 	e.p.onWait = func() { e.waiting <- struct{}{} }
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/courses/{courseId}/poll", e.p)
@@ -445,5 +456,49 @@ func TestTakenOverManyAtOnce(t *testing.T) {
 	wg.Wait()
 	if d := e.dials.Load(); d > n {
 		t.Fatalf("%d dials for %d clients", d, n)
+	}
+}
+
+// failingHistory is a broker whose History fails once failing is set.
+type failingHistory struct {
+	*observer.Memory
+	failing atomic.Bool
+}
+
+func (f *failingHistory) History(ctx context.Context, course string, after uint64, limit int) (observer.Page, error) {
+	if f.failing.Load() {
+		return observer.Page{}, observer.ErrUnavailable
+	}
+	return f.Memory.History(ctx, course, after, limit)
+}
+
+// A broker failing when a taken-over poll is woken gets the client the
+// 503 a held poll would get (JSON error, Retry-After), not a cut.
+func TestTakenOverBrokerFailureIs503(t *testing.T) {
+	t.Parallel()
+	var fb *failingHistory
+	withExpiry := func(h http.Handler) http.Handler { // a token's expiry, as auth sets it: the poll's reads have a deadline
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+			defer cancel()
+			h.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+	e := newTakeoverEnvOn(t, withExpiry, func(m *observer.Memory) observer.Broker {
+		fb = &failingHistory{Memory: m}
+		return fb
+	})
+	res := e.goGet(t, "/v1/courses/c1/poll?wait=25s", nil)
+	e.waited(t)
+	if n := e.parkedNow(); n != 1 {
+		t.Fatalf("%d taken over, want 1", n)
+	}
+	fb.failing.Store(true)
+	publish(t, e.b, "c1", "upload-complete", 1)
+	r := mustResult(t, res)
+	var body struct{ Error string }
+	if r.resp.StatusCode != http.StatusServiceUnavailable || r.resp.Header.Get("Retry-After") != "1" ||
+		r.resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(r.body), &body) != nil || body.Error == "" {
+		t.Fatalf("%d %v %q, want a JSON 503 with Retry-After", r.resp.StatusCode, r.resp.Header, r.body)
 	}
 }
