@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -135,8 +136,14 @@ func (pk *parked) run() {
 		switch {
 		case err == nil:
 			continue
+		case errors.Is(err, io.EOF):
+			// The client closed its side (gone, or a half-close after its
+			// request): answered at once and closed, as net/http answers a
+			// held poll whose client it sees leave.
+			pk.answer(pk.last, nil, true)
+			return
 		case !errors.As(err, &ne) || !ne.Timeout():
-			pk.finish() // the client went away
+			pk.finish() // the connection failed
 			_ = pk.conn.Close()
 			return
 		}
@@ -144,13 +151,13 @@ func (pk *parked) run() {
 		if pk.lp.takeWake() {
 			ans, err := pk.p.readOnce(pk.ctx, pk.lp.req)
 			if err != nil || ans.found() {
-				pk.answer(ans, err)
+				pk.answer(ans, err, false)
 				return
 			}
 			pk.last = ans
 		}
 		if pk.p.isDraining() || !time.Now().Before(pk.end) {
-			pk.answer(pk.last, nil)
+			pk.answer(pk.last, nil, false)
 			return
 		}
 		if pk.p.onWait != nil {
@@ -169,12 +176,12 @@ func (pk *parked) finish() {
 
 // answer writes the poll's answer as net/http would have (the same
 // headers, a Content-Length), and hands the connection back, or closes it
-// when the server is draining.
-func (pk *parked) answer(ans answer, err error) {
+// (closing, or the server is draining).
+func (pk *parked) answer(ans answer, err error, closing bool) {
 	pk.finish()
 	rw := &rawResponse{header: pk.header}
 	pk.p.respond(rw, pk.ctx, pk.lp.req, pk.inm, ans, err)
-	closing := pk.p.isDraining()
+	closing = closing || pk.p.isDraining()
 	if rw.status == 0 { // nothing to say (the token expired during a failed read)
 		_ = pk.conn.Close()
 		return

@@ -502,3 +502,36 @@ func TestTakenOverBrokerFailureIs503(t *testing.T) {
 		t.Fatalf("%d %v %q, want a JSON 503 with Retry-After", r.resp.StatusCode, r.resp.Header, r.body)
 	}
 }
+
+// A client that closes its side after its request (a half-close) gets the
+// answer at once, with Connection: close, as net/http gives a held poll
+// whose client it sees leave.
+func TestTakenOverHalfClose(t *testing.T) {
+	t.Parallel()
+	e := newTakeoverEnv(t, nil)
+	conn := e.dial(t)
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/courses/c1/poll?wait=25s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	e.waited(t)
+	if n := e.parkedNow(); n != 1 {
+		t.Fatalf("%d taken over, want 1", n)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("after a half-close: %v %v, want 200 with Connection: close", resp, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	var got body
+	if json.Unmarshal(b, &got) != nil || got.CourseID != "c1" || len(got.Events) != 0 {
+		t.Fatalf("body %q", b)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after the answer: %v", err)
+	}
+}
