@@ -282,11 +282,7 @@ func TestNotTakenOver(t *testing.T) {
 		"GET /v1/courses/c1/poll?wait=200ms HTTP/1.0\r\nHost: x\r\n\r\n",
 		"HEAD /v1/courses/c1/poll?wait=200ms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
 	} {
-		conn := e.dial(t)
-		if _, err := io.WriteString(conn, raw); err != nil {
-			t.Fatal(err)
-		}
-		e.waited(t)
+		conn := e.rawPoll(t, raw)
 		if n := e.parkedNow(); n != 0 {
 			t.Fatalf("%q: %d long-polls taken over, want 0", raw, n)
 		}
@@ -296,6 +292,18 @@ func TestNotTakenOver(t *testing.T) {
 		}
 		_ = conn.Close()
 	}
+}
+
+// rawPoll sends the raw request on a connection of its own and returns
+// the connection once the poll waits.
+func (e *takeoverEnv) rawPoll(t *testing.T, request string) net.Conn {
+	t.Helper()
+	conn := e.dial(t)
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	e.waited(t)
+	return conn
 }
 
 func (e *takeoverEnv) dial(t *testing.T) net.Conn {
@@ -314,12 +322,8 @@ func (e *takeoverEnv) dial(t *testing.T) net.Conn {
 func TestTakenOverKeepsPipelinedRequests(t *testing.T) {
 	t.Parallel()
 	e := newTakeoverEnv(t, nil)
-	conn := e.dial(t)
+	conn := e.rawPoll(t, "GET /v1/courses/c1/poll?wait=25s HTTP/1.1\r\nHost: x\r\n\r\n")
 	defer conn.Close()
-	if _, err := io.WriteString(conn, "GET /v1/courses/c1/poll?wait=25s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	e.waited(t)
 	if _, err := io.WriteString(conn, "GET /v1/courses/c2/poll HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -344,11 +348,7 @@ func TestTakenOverKeepsPipelinedRequests(t *testing.T) {
 func TestTakenOverClientGone(t *testing.T) {
 	t.Parallel()
 	e := newTakeoverEnv(t, nil)
-	conn := e.dial(t)
-	if _, err := io.WriteString(conn, "GET /v1/poll?courses=a,b&wait=25s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	e.waited(t)
+	conn := e.rawPoll(t, "GET /v1/poll?courses=a,b&wait=25s HTTP/1.1\r\nHost: x\r\n\r\n")
 	if e.parkedNow() != 1 || e.b.Observer().Listeners("a") != 1 || e.b.Observer().Listeners("b") != 1 {
 		t.Fatalf("%d parked, %d+%d listeners", e.parkedNow(), e.b.Observer().Listeners("a"), e.b.Observer().Listeners("b"))
 	}
@@ -370,12 +370,8 @@ func TestTakenOverDrain(t *testing.T) {
 	e := newTakeoverEnv(t, nil)
 	var conns []net.Conn
 	for range 3 {
-		conn := e.dial(t)
+		conn := e.rawPoll(t, "GET /v1/courses/c1/poll?wait=30s HTTP/1.1\r\nHost: x\r\n\r\n")
 		defer conn.Close()
-		if _, err := io.WriteString(conn, "GET /v1/courses/c1/poll?wait=30s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		e.waited(t)
 		conns = append(conns, conn)
 	}
 	e.p.Drain()
@@ -509,12 +505,8 @@ func TestTakenOverBrokerFailureIs503(t *testing.T) {
 func TestTakenOverHalfClose(t *testing.T) {
 	t.Parallel()
 	e := newTakeoverEnv(t, nil)
-	conn := e.dial(t)
+	conn := e.rawPoll(t, "GET /v1/courses/c1/poll?wait=25s HTTP/1.1\r\nHost: x\r\n\r\n")
 	defer conn.Close()
-	if _, err := io.WriteString(conn, "GET /v1/courses/c1/poll?wait=25s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	e.waited(t)
 	if n := e.parkedNow(); n != 1 {
 		t.Fatalf("%d taken over, want 1", n)
 	}
