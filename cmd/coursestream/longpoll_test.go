@@ -54,9 +54,7 @@ func TestLongPollsTakenOverEndToEnd(t *testing.T) {
 		held = append(held, poll("/v1/courses/lp-e2e/poll?wait=25s"))
 	}
 	waitMetric(t, s, `coursestream_connections{transport="longpoll"} 5`)
-	if got := parkedReaders(t, debug); got != n {
-		t.Fatalf("%d parked readers in the goroutine profile, want %d: the long-polls were not taken over", got, n)
-	}
+	waitParked(t, debug, n)
 	publishN(t, s, "lp-e2e", "upload-complete", `{"n":1}`, 1)
 	for i, res := range held {
 		r := <-res
@@ -74,6 +72,7 @@ func TestLongPollsTakenOverEndToEnd(t *testing.T) {
 		next = append(next, poll("/v1/courses/lp-e2e/poll?after=1&wait=25s"))
 	}
 	waitMetric(t, s, `coursestream_connections{transport="longpoll"} 5`)
+	waitParked(t, debug, n) // taken over again: a shutdown answers them with Connection: close
 	if d := dials.Load(); d != n {
 		t.Fatalf("%d dials for %d pollers polling twice: connections were not kept", d, n)
 	}
@@ -105,22 +104,24 @@ func freeLoopbackAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// parkedReaders counts the goroutines of parked long-polls in the
-// server's goroutine profile.
-func parkedReaders(t *testing.T, debug string) int {
+// waitParked polls the server's goroutine profile until it shows n
+// parked long-poll readers (nothing outside the server says when a poll
+// is taken over).
+func waitParked(t *testing.T, debug string, n int) {
 	t.Helper()
-	var body []byte
+	got, err := 0, error(nil)
 	for deadline := time.Now().Add(10 * time.Second); ; { // the pprof server starts beside the main one
-		resp, err := noKeepAlive.Get("http://" + debug + "/debug/pprof/goroutine?debug=2")
-		if err == nil {
-			body, _ = io.ReadAll(resp.Body)
+		var resp *http.Response
+		if resp, err = noKeepAlive.Get("http://" + debug + "/debug/pprof/goroutine?debug=2"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			break
+			if got = strings.Count(string(body), "coursestream/poller.(*parked).run("); got == n {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pprof on %s: %v", debug, err)
+			t.Fatalf("%d parked readers in the goroutine profile (%v), want %d: the long-polls were not taken over", got, err, n)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	return strings.Count(string(body), "coursestream/poller.(*parked).run(")
 }
