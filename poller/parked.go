@@ -51,10 +51,6 @@ type parked struct {
 	pending []byte      // what the client sent after its request
 }
 
-// errTakenOver: the long-poll was taken over from net/http, and its
-// handler has nothing left to write.
-var errTakenOver = errors.New("poller: the long-poll was taken over")
-
 // takeOver parks lp, read once already (last), if the request allows it:
 // plain HTTP/1.1, a GET with no body, the connection kept alive, and a
 // Handback to return the connection to. It reports whether it did; if not

@@ -23,7 +23,6 @@ package poller
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -186,15 +185,12 @@ func (p *Poller) serve(w http.ResponseWriter, r *http.Request, s shape) {
 		}
 	}
 
-	var ans answer
 	if req.wait > 0 && p.enter() {
-		if ans, err = p.longPoll(w, r, req, inm); errors.Is(err, errTakenOver) {
-			return // answered by its reader
-		}
-	} else {
-		// No wait asked, or over the long-poll bound: answer at once.
-		ans, err = p.readOnce(ctx, req)
+		p.serveLongPoll(w, r, req, inm)
+		return
 	}
+	// No wait asked, or over the long-poll bound: answer at once.
+	ans, err := p.readOnce(ctx, req)
 	p.respond(w, ctx, req, inm, ans, err)
 }
 
@@ -258,26 +254,27 @@ func (p *Poller) lastIDs(ctx context.Context, req request) ([]uint64, error) {
 	return p.broker.LastIDs(ctx, slices.Clone(req.at.Courses))
 }
 
-// longPoll answers req (counted by enter), waiting for news up to its
-// ?wait=: in the handler, or taken over from net/http (errTakenOver: the
-// handler has nothing left to do).
-func (p *Poller) longPoll(w http.ResponseWriter, r *http.Request, req request, inm string) (answer, error) {
+// serveLongPoll answers req (counted by enter), waiting for news up to
+// its ?wait=: in the handler, or, when it has to wait and can be, taken
+// over from net/http (its reader answers it then).
+func (p *Poller) serveLongPoll(w http.ResponseWriter, r *http.Request, req request, inm string) {
 	ctx := r.Context()
 	lp, err := p.listen(ctx, req) // listening first: no event falls between the read and the wait
 	if err != nil {
 		p.leave()
-		return answer{}, err
+		p.respond(w, ctx, req, inm, answer{}, err)
+		return
 	}
 	ans, err := p.readOnce(ctx, lp.req)
 	if err == nil && !ans.found() {
 		if p.takeOver(w, r, lp, inm, ans) {
-			return answer{}, errTakenOver
+			return
 		}
 		ans, err = p.holdLongPoll(ctx, lp, ans)
 	}
 	lp.close()
 	p.leave()
-	return ans, err
+	p.respond(w, ctx, req, inm, ans, err)
 }
 
 // readOnce reads the history after req's position in each course, in the
