@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -183,7 +182,7 @@ func (pk *parked) answer(ans answer, err error, closing bool) {
 		return
 	}
 	_ = pk.conn.SetWriteDeadline(time.Now().Add(answerTimeout))
-	if _, err := pk.conn.Write(rw.appendTo(nil, closing)); err != nil || closing {
+	if _, err := pk.conn.Write(rw.bytes(closing)); err != nil || closing {
 		_ = pk.conn.Close()
 		return
 	}
@@ -198,7 +197,7 @@ func (pk *parked) answer(ans answer, err error, closing bool) {
 }
 
 // rawResponse is the http.ResponseWriter of a taken-over poll: respond
-// writes into it, and appendTo gives the bytes for the connection.
+// writes into it, and bytes gives them for the connection.
 type rawResponse struct {
 	header http.Header
 	status int
@@ -219,30 +218,18 @@ func (rw *rawResponse) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// appendTo appends the HTTP/1.1 response: status line, headers (net/http's
-// Date, a Content-Length where a body may be, Connection: close when
-// closing), body.
-func (rw *rawResponse) appendTo(b []byte, closing bool) []byte {
-	h := rw.header
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	if rw.status == http.StatusNotModified {
-		h.Del("Content-Length")
-		rw.body = nil
-	} else {
-		h.Set("Content-Length", strconv.Itoa(len(rw.body)))
+// bytes is the HTTP/1.1 response, as net/http's http.Response.Write
+// puts it (status line, headers with a Content-Length where a body may be,
+// Connection: close when closing), with the Date net/http's server adds.
+func (rw *rawResponse) bytes(closing bool) []byte {
+	rw.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	resp := &http.Response{
+		StatusCode: rw.status, ProtoMajor: 1, ProtoMinor: 1, Header: rw.header, Close: closing,
+		ContentLength: int64(len(rw.body)), Body: io.NopCloser(bytes.NewReader(rw.body)),
 	}
-	if closing {
-		h.Set("Connection", "close")
-	}
-	buf := bytes.NewBuffer(b)
-	buf.WriteString("HTTP/1.1 ")
-	buf.WriteString(strconv.Itoa(rw.status))
-	buf.WriteByte(' ')
-	buf.WriteString(http.StatusText(rw.status))
-	buf.WriteString("\r\n")
-	_ = h.Write(buf)
-	buf.WriteString("\r\n")
-	buf.Write(rw.body)
+	var buf bytes.Buffer
+	buf.Grow(512 + len(rw.body))
+	_ = resp.Write(&buf) // a bytes.Buffer takes every write
 	return buf.Bytes()
 }
 
