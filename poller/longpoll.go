@@ -21,10 +21,22 @@ type longPoll struct {
 	unsubscribes []func()
 
 	mu    sync.Mutex
-	woken bool          // an event moved a course, or Drain: read again
+	state wakeState
 	ch    chan struct{} // the handler's wake, while it waits
 	conn  net.Conn      // the taken-over connection: the wake interrupts its read
 }
+
+// wakeState is where a long-poll stands with its wake.
+type wakeState uint8
+
+const (
+	// asleep: nothing new since the waiter last read.
+	asleep wakeState = iota
+	// woken: an event moved a course, or Drain: the waiter reads again.
+	woken
+	// detached: the poll is being answered; a wake does nothing.
+	detached
+)
 
 // past is a read deadline that interrupts a blocked Read at once (what
 // net/http does to end its own background read).
@@ -69,10 +81,10 @@ func (req *request) own() request {
 func (lp *longPoll) wake() {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	if lp.woken {
+	if lp.state != asleep {
 		return
 	}
-	lp.woken = true
+	lp.state = woken
 	if lp.conn != nil {
 		_ = lp.conn.SetReadDeadline(past)
 		return
@@ -88,9 +100,11 @@ func (lp *longPoll) wake() {
 func (lp *longPoll) takeWake() bool {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
-	w := lp.woken
-	lp.woken = false
-	return w
+	if lp.state != woken {
+		return false
+	}
+	lp.state = asleep
+	return true
 }
 
 // watch hands the wake to the reader of conn, whose reads end at end (or
@@ -99,7 +113,7 @@ func (lp *longPoll) watch(conn net.Conn, end time.Time) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.conn = conn
-	if lp.woken {
+	if lp.state == woken {
 		end = past
 	}
 	_ = conn.SetReadDeadline(end)
@@ -113,7 +127,7 @@ func (lp *longPoll) detach() {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	lp.conn = nil
-	lp.woken = true // no wake is wanted any more
+	lp.state = detached
 }
 
 // close removes the listeners.
